@@ -1,0 +1,28 @@
+//! Compiles the protos without a system `protoc` (protox parses them in Rust)
+//! and writes the encoded descriptor set that server reflection serves.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(["tessera/v1/authority.proto"], ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out.join("tessera_descriptor.bin"),
+        prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        // These messages carry a token or a payload: their Debug is written by
+        // hand (src/grpc/redact.rs) so that no `{:?}` can print a secret.
+        .skip_debug([
+            ".tessera.v1.MintRequest",
+            ".tessera.v1.MintResponse",
+            ".tessera.v1.ValidateRequest",
+            ".tessera.v1.ClaimRequest",
+            ".tessera.v1.ClaimResponse",
+            ".tessera.v1.RevokeRequest",
+            ".tessera.v1.RevokeRequest.target",
+        ])
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,427 @@
+//! The domain rules: who may mint, validate, claim and revoke what.
+//!
+//! The gRPC layer authenticates the caller and shapes the input; the store
+//! persists rows. Everything in between — denials and their precedence, the
+//! audience, subject and issuer rules, scope matching, TTL policy — lives
+//! here, once.
+//!
+//! Denial precedence for Validate and Claim: a token that is not one of ours
+//! is MALFORMED (no database access). Then every reason a grant must not be
+//! disclosed — never minted, revoked, used up, bound to another subject,
+//! caller outside its audience — is the same UNKNOWN, with nothing else in
+//! the response, so a caller cannot tell "exists but not yours" from "does
+//! not exist". Only a grant that would otherwise match can be EXPIRED, and
+//! only a live one can be SCOPE_MISSING.
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{debug, info, warn};
+
+use crate::{
+    clients::Caller,
+    input::{self, InvalidInput},
+    seal::{self, Unsealable},
+    store::{Grant, ListQuery, Lookup, NewGrant, RevokeTarget, Store, StoreError},
+    token::{GrantId, Token},
+};
+
+/// TTL policy, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+/// A Mint request whose fields passed their limits.
+#[derive(Debug)]
+pub struct MintSpec {
+    pub subject: String,
+    pub audience: Vec<String>,
+    pub run_id: String,
+    pub scopes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `None` = the default TTL.
+    pub ttl: Option<Duration>,
+    pub max_uses: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A Validate or Claim request.
+pub struct Check {
+    /// As presented; only its length has been checked.
+    pub token: String,
+    pub required_scopes: Vec<String>,
+    /// The principal the caller acts for; `None` = no subject binding.
+    pub subject: Option<String>,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("token", &"<redacted>")
+            .field("required_scopes", &self.required_scopes)
+            .field("subject", &self.subject)
+            .finish()
+    }
+}
+
+/// What a caller is told when a token does not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    Malformed,
+    Unknown,
+    Expired,
+    ScopeMissing,
+}
+
+/// The real reason behind an UNKNOWN, for the server's log only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hidden {
+    NeverMinted,
+    Revoked,
+    UsedUp,
+    OtherSubject,
+    NotInAudience,
+    /// Usable when read, not when claimed: another caller took the last use,
+    /// or it was revoked or expired in between.
+    LostRace,
+}
+
+// Returned once per call and moved straight into the response: boxing the
+// grant would only add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Validated {
+    Valid(Grant),
+    Denied(Denial),
+}
+
+#[allow(clippy::large_enum_variant)]
+pub enum Claimed {
+    Claimed { grant: Grant, payload: Vec<u8> },
+    Denied(Denial),
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claimed::Claimed { grant, payload } => f
+                .debug_struct("Claimed")
+                .field("grant", grant)
+                .field("payload", &format_args!("<{} bytes>", payload.len()))
+                .finish(),
+            Claimed::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
+        }
+    }
+}
+
+/// What Revoke aims at, as the caller gave it.
+#[derive(Debug)]
+pub enum Target {
+    Token(Token),
+    GrantId(String),
+    RunId(String),
+    Subject(String),
+}
+
+/// A page of ListGrants.
+#[derive(Debug)]
+pub struct Page {
+    pub grants: Vec<Grant>,
+    pub next_page_token: Option<String>,
+    pub active_count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("grant not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Unsealable(#[from] Unsealable),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `connector:*` grants `connector:github`; anything else must match exactly.
+pub fn scope_granted(granted: &[String], required: &str) -> bool {
+    granted.iter().any(|scope| {
+        scope == required
+            || scope
+                .strip_suffix('*')
+                .is_some_and(|prefix| prefix.ends_with(':') && required.starts_with(prefix))
+    })
+}
+
+pub struct Authority<S> {
+    store: S,
+    policy: Policy,
+}
+
+impl<S: Store> Authority<S> {
+    pub fn new(store: S, policy: Policy) -> Self {
+        Self { store, policy }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub async fn mint(&self, caller: &Caller, spec: MintSpec) -> Result<(Token, Grant)> {
+        let ttl = match spec.ttl {
+            None => self.policy.default_ttl,
+            Some(ttl) if ttl > self.policy.max_ttl => {
+                return Err(InvalidInput::new(
+                    "ttl",
+                    format!("must be at most {}s", self.policy.max_ttl.as_secs()),
+                )
+                .into());
+            }
+            Some(ttl) => ttl,
+        };
+        let token = Token::generate();
+        let grant_id = GrantId::generate(unix_millis());
+        let new = NewGrant {
+            token_hash: token.hash(),
+            token_hint: token.hint().to_owned(),
+            sealed_payload: seal::seal(&token, &grant_id, &spec.payload),
+            grant_id,
+            subject: spec.subject,
+            audience: spec.audience,
+            run_id: spec.run_id,
+            scopes: spec.scopes,
+            labels: spec.labels,
+            max_uses: spec.max_uses,
+            issued_by: caller.id.clone(),
+            ttl,
+        };
+        let grant = self.store.insert(&new).await?;
+        info!(
+            client = %caller.id,
+            grant_id = %grant.grant_id,
+            run_id = %grant.run_id,
+            subject = %grant.subject,
+            max_uses = grant.max_uses,
+            ttl_s = ttl.as_secs(),
+            "minted"
+        );
+        Ok((token, grant))
+    }
+
+    /// Finds the grant and applies every rule except the use count's
+    /// compare-and-set. Reads only.
+    async fn judge(
+        &self,
+        caller: &Caller,
+        check: &Check,
+    ) -> Result<std::result::Result<(Token, Lookup), Denial>> {
+        let Ok(token) = Token::parse(&check.token) else {
+            return Ok(Err(Denial::Malformed));
+        };
+        let Some(found) = self.store.find(&token.hash()).await? else {
+            return Ok(Err(hide(caller, None, Hidden::NeverMinted)));
+        };
+        let grant = &found.grant;
+        let hidden = if grant.revoked_at.is_some() {
+            Some(Hidden::Revoked)
+        } else if grant.max_uses > 0 && grant.use_count >= grant.max_uses {
+            Some(Hidden::UsedUp)
+        } else if check.subject.as_ref().is_some_and(|s| *s != grant.subject) {
+            Some(Hidden::OtherSubject)
+        } else if !grant.audience.is_empty() && !grant.audience.contains(&caller.id) {
+            Some(Hidden::NotInAudience)
+        } else {
+            None
+        };
+        if let Some(why) = hidden {
+            return Ok(Err(hide(caller, Some(grant), why)));
+        }
+        if found.expired {
+            return Ok(Err(Denial::Expired));
+        }
+        if let Some(missing) = check
+            .required_scopes
+            .iter()
+            .find(|scope| !scope_granted(&grant.scopes, scope))
+        {
+            debug!(client = %caller.id, grant_id = %grant.grant_id, scope = %missing, "scope missing");
+            return Ok(Err(Denial::ScopeMissing));
+        }
+        Ok(Ok((token, found)))
+    }
+
+    pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
+        let (_, found) = match self.judge(caller, &check).await? {
+            Ok(ok) => ok,
+            Err(denial) => {
+                debug!(client = %caller.id, ?denial, "validate denied");
+                return Ok(Validated::Denied(denial));
+            }
+        };
+        let mut grant = found.grant;
+        let stale = grant
+            .last_used_at
+            .is_none_or(|at| found.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
+        if stale {
+            self.store.touch(&grant.grant_id, found.now).await?;
+            grant.last_used_at = Some(found.now);
+        }
+        debug!(client = %caller.id, grant_id = %grant.grant_id, "validated");
+        Ok(Validated::Valid(grant))
+    }
+
+    pub async fn claim(&self, caller: &Caller, check: Check) -> Result<Claimed> {
+        let (token, found) = match self.judge(caller, &check).await? {
+            Ok(ok) => ok,
+            Err(denial) => {
+                info!(client = %caller.id, ?denial, "claim denied");
+                return Ok(Claimed::Denied(denial));
+            }
+        };
+        let Some((grant, sealed)) = self.store.consume(&found.grant.grant_id).await? else {
+            let denial = hide(caller, Some(&found.grant), Hidden::LostRace);
+            return Ok(Claimed::Denied(denial));
+        };
+        let payload = seal::open(&token, &grant.grant_id, &sealed)?;
+        info!(
+            client = %caller.id,
+            grant_id = %grant.grant_id,
+            use_count = grant.use_count,
+            max_uses = grant.max_uses,
+            "claimed"
+        );
+        Ok(Claimed::Claimed { grant, payload })
+    }
+
+    pub async fn revoke(&self, caller: &Caller, target: Target, reason: i32) -> Result<u64> {
+        let scope = caller.issuer_scope();
+        let target = match target {
+            Target::Token(token) => RevokeTarget::Token(token.hash()),
+            Target::GrantId(id) => RevokeTarget::GrantId(grant_id(id, "grant_id")?),
+            Target::RunId(id) => RevokeTarget::RunId(id),
+            Target::Subject(id) => RevokeTarget::Subject(id),
+        };
+        let revoked = self.store.revoke(&target, scope, reason).await?;
+        if let RevokeTarget::GrantId(id) = &target {
+            // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
+            if revoked == 0 && self.store.get(id, scope).await?.is_none() {
+                return Err(Error::NotFound);
+            }
+        }
+        info!(client = %caller.id, target = %describe(&target), reason, revoked, "revoked");
+        Ok(revoked)
+    }
+
+    pub async fn get(&self, caller: &Caller, grant_id: String) -> Result<Grant> {
+        let id = self::grant_id(grant_id, "grant_id")?;
+        self.store
+            .get(&id, caller.issuer_scope())
+            .await?
+            .ok_or(Error::NotFound)
+    }
+
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        subject: Option<String>,
+        run_id: Option<String>,
+        include_inactive: bool,
+        page_size: u32,
+        page_token: Option<String>,
+    ) -> Result<Page> {
+        let limit = match page_size {
+            0 => input::DEFAULT_PAGE,
+            n if n > input::MAX_PAGE => {
+                return Err(InvalidInput::new(
+                    "page_size",
+                    format!("must be at most {}", input::MAX_PAGE),
+                )
+                .into());
+            }
+            n => n,
+        };
+        let after = page_token.map(|t| grant_id(t, "page_token")).transpose()?;
+        let mut page = self
+            .store
+            .list(&ListQuery {
+                subject,
+                run_id,
+                issued_by: caller.issuer_scope().map(str::to_owned),
+                include_inactive,
+                after,
+                limit: limit + 1,
+            })
+            .await?;
+        let next_page_token = if page.grants.len() > limit as usize {
+            page.grants.truncate(limit as usize);
+            page.grants.last().map(|g| g.grant_id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            grants: page.grants,
+            next_page_token,
+            active_count: page.active_count,
+        })
+    }
+}
+
+/// Logs the real reason and returns what the caller may know.
+fn hide(caller: &Caller, grant: Option<&Grant>, why: Hidden) -> Denial {
+    let grant_id = grant.map_or("", |g| g.grant_id.as_str());
+    match why {
+        Hidden::NeverMinted => debug!(client = %caller.id, ?why, "token unknown"),
+        _ => warn!(client = %caller.id, grant_id, ?why, "token refused"),
+    }
+    Denial::Unknown
+}
+
+fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput> {
+    if GrantId::is_well_formed(&id) {
+        Ok(id)
+    } else {
+        Err(InvalidInput::new(field, "is not a grant id"))
+    }
+}
+
+fn describe(target: &RevokeTarget) -> String {
+    match target {
+        RevokeTarget::Token(_) => "token".to_owned(),
+        RevokeTarget::GrantId(id) => format!("grant_id={id}"),
+        RevokeTarget::RunId(id) => format!("run_id={id}"),
+        RevokeTarget::Subject(id) => format!("subject={id}"),
+    }
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scope_granted;
+
+    #[test]
+    fn scope_matching() {
+        let granted = vec!["connector:*".to_owned(), "tool:search".to_owned()];
+        assert!(scope_granted(&granted, "connector:github"));
+        assert!(scope_granted(&granted, "connector:github:read"));
+        assert!(scope_granted(&granted, "tool:search"));
+        assert!(!scope_granted(&granted, "tool:search:write"));
+        assert!(!scope_granted(&granted, "tool:searchx"));
+        assert!(!scope_granted(&granted, "connectorx:github"));
+        assert!(!scope_granted(&granted, "connector"));
+        // A bare `*` is a literal scope, not "everything".
+        assert!(!scope_granted(&["*".to_owned()], "tool:search"));
+        assert!(scope_granted(&["a:b:*".to_owned()], "a:b:c"));
+        assert!(!scope_granted(&["a:b:*".to_owned()], "a:c"));
+    }
+}

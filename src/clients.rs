@@ -1,0 +1,247 @@
+//! Who may call: the clients file, roles, and bearer-key authentication.
+//!
+//! The file lists each client's id, the hex SHA-256 of its key and its
+//! roles. Keys are looked up by their SHA-256, so the comparison that finds
+//! a client runs over digests, never over the secret itself, and the server
+//! holds no key it could leak.
+
+use std::{collections::HashMap, fmt, path::Path, sync::Arc};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::{input, token::key_digest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Mint,
+    Validate,
+    Claim,
+    Revoke,
+    /// Sees, lists and revokes every client's grants.
+    Admin,
+}
+
+impl Role {
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Mint => "mint",
+            Role::Validate => "validate",
+            Role::Claim => "claim",
+            Role::Revoke => "revoke",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// An authenticated client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub id: String,
+    roles: u8,
+}
+
+impl Caller {
+    pub fn new(id: impl Into<String>, roles: &[Role]) -> Self {
+        Self {
+            id: id.into(),
+            roles: roles.iter().fold(0, |acc, role| acc | role.bit()),
+        }
+    }
+
+    pub fn has(&self, role: Role) -> bool {
+        self.roles & role.bit() != 0
+    }
+
+    /// The issuer filter for operator calls: admins see every grant.
+    pub fn issuer_scope(&self) -> Option<&str> {
+        (!self.has(Role::Admin)).then_some(self.id.as_str())
+    }
+}
+
+/// Why a call was refused before it ran.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing or unknown client key")]
+    Unauthenticated,
+    #[error("this client lacks the `{}` role", .0.name())]
+    PermissionDenied(Role),
+}
+
+/// The clients allowed to call, or dev mode (everyone is `dev`, with every role).
+pub struct Clients {
+    by_key: HashMap<[u8; 32], Arc<Caller>>,
+    dev: Option<Arc<Caller>>,
+}
+
+impl fmt::Debug for Clients {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Clients")
+            .field("count", &self.by_key.len())
+            .field("dev", &self.dev.is_some())
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    clients: Vec<Entry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    id: String,
+    key_sha256: String,
+    roles: Vec<Role>,
+}
+
+pub const DEV_CLIENT: &str = "dev";
+
+impl Clients {
+    pub fn dev() -> Self {
+        let all = [
+            Role::Mint,
+            Role::Validate,
+            Role::Claim,
+            Role::Revoke,
+            Role::Admin,
+        ];
+        Self {
+            by_key: HashMap::new(),
+            dev: Some(Arc::new(Caller::new(DEV_CLIENT, &all))),
+        }
+    }
+
+    pub fn is_dev(&self) -> bool {
+        self.dev.is_some()
+    }
+
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading clients file {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("in clients file {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: File = toml::from_str(text)?;
+        let mut by_key = HashMap::new();
+        let mut ids = std::collections::HashSet::new();
+        for (i, entry) in file.clients.into_iter().enumerate() {
+            let at = format!("clients[{i}]");
+            input::required_id(&format!("{at}.id"), entry.id.clone())?;
+            if !ids.insert(entry.id.clone()) {
+                bail!("{at}.id: duplicate client id {:?}", entry.id);
+            }
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(entry.key_sha256.trim(), &mut digest)
+                .with_context(|| format!("{at}.key_sha256: must be 64 hex digits"))?;
+            if entry.roles.is_empty() {
+                bail!("{at}.roles: must list at least one role");
+            }
+            let caller = Arc::new(Caller::new(entry.id, &entry.roles));
+            if by_key.insert(digest, caller).is_some() {
+                bail!("{at}.key_sha256: two clients share one key");
+            }
+        }
+        if by_key.is_empty() {
+            bail!("no [[clients]] listed; remove --clients to run in dev mode");
+        }
+        Ok(Self { by_key, dev: None })
+    }
+
+    /// Authenticates a bearer key and checks the role the call needs. The
+    /// key is checked first: a caller learns nothing about roles without one.
+    pub fn authorize(&self, bearer: Option<&str>, role: Role) -> Result<Arc<Caller>, AuthError> {
+        let caller = match &self.dev {
+            Some(dev) => dev,
+            None => bearer
+                .and_then(|key| self.by_key.get(&key_digest(key)))
+                .ok_or(AuthError::Unauthenticated)?,
+        };
+        if caller.has(role) {
+            Ok(caller.clone())
+        } else {
+            Err(AuthError::PermissionDenied(role))
+        }
+    }
+
+    /// Authenticates a call that any role may make (operator reads).
+    pub fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Caller>, AuthError> {
+        match &self.dev {
+            Some(dev) => Ok(dev.clone()),
+            None => bearer
+                .and_then(|key| self.by_key.get(&key_digest(key)))
+                .cloned()
+                .ok_or(AuthError::Unauthenticated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::ClientKey;
+
+    fn file(key: &ClientKey) -> String {
+        format!(
+            "[[clients]]\nid = \"proxy\"\nkey_sha256 = \"{}\"\nroles = [\"claim\", \"validate\"]\n",
+            key.sha256_hex()
+        )
+    }
+
+    #[test]
+    fn key_then_role() {
+        let key = ClientKey::generate();
+        let clients = Clients::parse(&file(&key)).unwrap();
+        let caller = clients.authorize(Some(key.expose()), Role::Claim).unwrap();
+        assert_eq!(caller.id, "proxy");
+        assert_eq!(caller.issuer_scope(), Some("proxy"));
+        assert_eq!(
+            clients.authorize(Some(key.expose()), Role::Mint),
+            Err(AuthError::PermissionDenied(Role::Mint))
+        );
+        assert_eq!(
+            clients.authorize(Some("tsk_wrong"), Role::Mint),
+            Err(AuthError::Unauthenticated)
+        );
+        assert_eq!(
+            clients.authorize(None, Role::Claim),
+            Err(AuthError::Unauthenticated)
+        );
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let key = ClientKey::generate();
+        let one = file(&key);
+        for (text, expected) in [
+            (String::new(), "no [[clients]]"),
+            (format!("{one}{one}"), "duplicate client id"),
+            (
+                one.replace("[\"claim\", \"validate\"]", "[]"),
+                "at least one role",
+            ),
+            (one.replace("\"claim\"", "\"root\""), "unknown variant"),
+            (one.replace(&key.sha256_hex(), "abc"), "64 hex digits"),
+        ] {
+            let err = format!("{:#}", Clients::parse(&text).unwrap_err());
+            assert!(err.contains(expected), "{err}");
+        }
+    }
+
+    #[test]
+    fn dev_mode_allows_everything() {
+        let clients = Clients::dev();
+        let caller = clients.authorize(None, Role::Admin).unwrap();
+        assert_eq!(caller.id, DEV_CLIENT);
+        assert_eq!(caller.issuer_scope(), None);
+    }
+}

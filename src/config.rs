@@ -1,0 +1,198 @@
+//! Configuration: one struct, every field a flag with an environment twin.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Everything `tessera serve` needs.
+#[derive(Args, Clone)]
+pub struct Config {
+    /// Address to listen on. Without a clients file only loopback is allowed.
+    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+
+    #[command(flatten)]
+    pub database: DatabaseConfig,
+
+    /// Clients file (TOML). Without one the server runs in dev mode: every
+    /// call is allowed as client `dev`.
+    #[arg(long, env = "TESSERA_CLIENTS")]
+    pub clients: Option<PathBuf>,
+
+    /// Token lifetime when Mint does not set one.
+    #[arg(long, env = "TESSERA_DEFAULT_TTL", default_value = "15m", value_parser = parse_duration)]
+    pub default_ttl: Duration,
+
+    /// Longest lifetime Mint accepts.
+    #[arg(long, env = "TESSERA_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
+    pub max_ttl: Duration,
+
+    /// How long expired, used-up and revoked grants are kept before deletion.
+    #[arg(long, env = "TESSERA_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+
+    /// How often the sweeper looks for grants past their retention.
+    #[arg(long, env = "TESSERA_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub sweep_interval: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Do not apply migrations at start (run `tessera migrate` instead).
+    #[arg(long, env = "TESSERA_NO_MIGRATE")]
+    pub no_migrate: bool,
+}
+
+impl Config {
+    /// Checks what clap cannot: relations between fields.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !self.default_ttl.is_zero(),
+            "--default-ttl must be positive"
+        );
+        anyhow::ensure!(
+            self.default_ttl <= self.max_ttl,
+            "--default-ttl must not exceed --max-ttl"
+        );
+        anyhow::ensure!(
+            !self.sweep_interval.is_zero(),
+            "--sweep-interval must be positive"
+        );
+        anyhow::ensure!(
+            self.clients.is_some() || self.listen.ip().is_loopback(),
+            "refusing to listen on {} in dev mode (no --clients): dev mode allows every call, \
+             so it listens on loopback only",
+            self.listen
+        );
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("database", &self.database)
+            .field("clients", &self.clients)
+            .field("default_ttl", &self.default_ttl)
+            .field("max_ttl", &self.max_ttl)
+            .field("retention", &self.retention)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("log_format", &self.log_format)
+            .field("no_migrate", &self.no_migrate)
+            .finish()
+    }
+}
+
+/// Where grants live; shared by `serve` and `migrate`.
+#[derive(Args, Clone)]
+pub struct DatabaseConfig {
+    /// `postgres://…` for replicas sharing one database, `sqlite://FILE`
+    /// (created if missing) for one machine.
+    #[arg(
+        long = "database-url",
+        env = "TESSERA_DATABASE_URL",
+        default_value = "sqlite://tessera.db"
+    )]
+    pub url: String,
+
+    /// Most database connections this process holds.
+    #[arg(
+        long = "db-max-connections",
+        env = "TESSERA_DB_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub max_connections: u32,
+
+    /// How long a call waits for a database connection before UNAVAILABLE.
+    #[arg(long = "db-acquire-timeout", env = "TESSERA_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub acquire_timeout: Duration,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// Hides the password of `scheme://user:password@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => match rest[..at].split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// `500ms`, `30s`, `15m`, `24h`, `30d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?}: add a unit (ms, s, m, h or d)"))?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a whole number and a unit, like 15m"))?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?}: unknown unit {unit:?} (ms, s, m, h or d)"
+            ));
+        }
+    };
+    number
+        .checked_mul(unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?}: too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86_400)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert!(parse_duration("15").is_err());
+        assert!(parse_duration("m").is_err());
+        assert!(parse_duration("5y").is_err());
+        assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn urls_lose_their_password() {
+        assert_eq!(
+            redact_url("postgres://app:hunter2@db:5432/tessera"),
+            "postgres://app:***@db:5432/tessera"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1/postgres"),
+            "postgres://postgres@127.0.0.1/postgres"
+        );
+        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+    }
+}

@@ -1,0 +1,211 @@
+//! Wire messages to domain input (checking every field's limits) and domain
+//! results back to wire messages.
+
+use std::time::Duration;
+
+use crate::{
+    authority::{Check, Claimed, Denial, MintSpec, Page, Target, Validated},
+    input::{self, InvalidInput},
+    pb,
+    store::{Grant, Micros},
+    token::Token,
+};
+
+pub fn mint_spec(req: pb::MintRequest) -> input::Result<MintSpec> {
+    Ok(MintSpec {
+        subject: input::required_id("subject", req.subject)?,
+        audience: input::audience("audience", req.audience)?,
+        run_id: input::optional_id("run_id", req.run_id)?.unwrap_or_default(),
+        scopes: input::scopes("scopes", req.scopes)?,
+        labels: input::labels("labels", req.labels)?,
+        ttl: req.ttl.map(ttl).transpose()?,
+        max_uses: req.max_uses,
+        payload: input::payload("payload", req.payload)?,
+    })
+}
+
+/// A positive protobuf Duration; the upper bound is the authority's policy.
+fn ttl(ttl: prost_types::Duration) -> input::Result<Duration> {
+    match (u64::try_from(ttl.seconds), u32::try_from(ttl.nanos)) {
+        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 && (seconds, nanos) != (0, 0) => {
+            Ok(Duration::new(seconds, nanos))
+        }
+        _ => Err(InvalidInput::new("ttl", "must be a positive duration")),
+    }
+}
+
+fn check(token: String, required_scopes: Vec<String>, subject: String) -> input::Result<Check> {
+    input::token("token", &token)?;
+    Ok(Check {
+        token,
+        required_scopes: input::scopes("required_scopes", required_scopes)?,
+        subject: input::optional_id("subject", subject)?,
+    })
+}
+
+pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
+    check(req.token, req.required_scopes, req.subject)
+}
+
+pub fn claim_check(req: pb::ClaimRequest) -> input::Result<Check> {
+    check(req.token, req.required_scopes, req.subject)
+}
+
+pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, i32)> {
+    use pb::revoke_request::Target as T;
+    let reason = match pb::RevokeReason::try_from(req.reason) {
+        Ok(pb::RevokeReason::Unspecified) | Err(_) => {
+            return Err(InvalidInput::new(
+                "reason",
+                "must be one of MANUAL, RUN_ENDED, SUBJECT_DISABLED, COMPROMISED, ROTATED",
+            ));
+        }
+        Ok(reason) => reason as i32,
+    };
+    let target = match req.target {
+        Some(T::Token(token)) => {
+            input::token("token", &token)?;
+            Target::Token(
+                Token::parse(&token)
+                    .map_err(|_| InvalidInput::new("token", "is not a Tessera token"))?,
+            )
+        }
+        Some(T::GrantId(id)) => Target::GrantId(input::required_id("grant_id", id)?),
+        Some(T::RunId(id)) => Target::RunId(input::required_id("run_id", id)?),
+        Some(T::Subject(id)) => Target::Subject(input::required_id("subject", id)?),
+        None => {
+            return Err(InvalidInput::new(
+                "target",
+                "set one of token, grant_id, run_id or subject",
+            ));
+        }
+    };
+    Ok((target, reason))
+}
+
+fn timestamp(micros: Micros) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: micros.div_euclid(1_000_000),
+        nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,
+    }
+}
+
+impl From<Grant> for pb::Grant {
+    fn from(g: Grant) -> Self {
+        pb::Grant {
+            grant_id: g.grant_id,
+            token_hint: g.token_hint,
+            subject: g.subject,
+            audience: g.audience,
+            run_id: g.run_id,
+            scopes: g.scopes,
+            labels: g.labels.into_iter().collect(),
+            max_uses: g.max_uses,
+            use_count: g.use_count,
+            issued_by: g.issued_by,
+            issued_at: Some(timestamp(g.issued_at)),
+            expires_at: Some(timestamp(g.expires_at)),
+            revoked_at: g.revoked_at.map(timestamp),
+            revoke_reason: g.revoke_reason,
+            last_used_at: g.last_used_at.map(timestamp),
+        }
+    }
+}
+
+impl From<Denial> for pb::Denial {
+    fn from(denial: Denial) -> Self {
+        match denial {
+            Denial::Malformed => pb::Denial::TokenMalformed,
+            Denial::Unknown => pb::Denial::TokenUnknown,
+            Denial::Expired => pb::Denial::TokenExpired,
+            Denial::ScopeMissing => pb::Denial::ScopeMissing,
+        }
+    }
+}
+
+impl From<Validated> for pb::ValidateResponse {
+    fn from(outcome: Validated) -> Self {
+        match outcome {
+            Validated::Valid(grant) => pb::ValidateResponse {
+                valid: true,
+                denial: pb::Denial::Unspecified as i32,
+                grant: Some(grant.into()),
+            },
+            Validated::Denied(denial) => pb::ValidateResponse {
+                valid: false,
+                denial: pb::Denial::from(denial) as i32,
+                grant: None,
+            },
+        }
+    }
+}
+
+impl From<Claimed> for pb::ClaimResponse {
+    fn from(outcome: Claimed) -> Self {
+        match outcome {
+            Claimed::Claimed { grant, payload } => pb::ClaimResponse {
+                claimed: true,
+                denial: pb::Denial::Unspecified as i32,
+                grant: Some(grant.into()),
+                payload,
+            },
+            Claimed::Denied(denial) => pb::ClaimResponse {
+                claimed: false,
+                denial: pb::Denial::from(denial) as i32,
+                grant: None,
+                payload: Vec::new(),
+            },
+        }
+    }
+}
+
+impl From<Page> for pb::ListGrantsResponse {
+    fn from(page: Page) -> Self {
+        pb::ListGrantsResponse {
+            grants: page.grants.into_iter().map(Into::into).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+            active_count: page.active_count,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_edges() {
+        let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
+        assert_eq!(ttl(d(60, 0)), Ok(Duration::from_secs(60)));
+        assert_eq!(ttl(d(0, 1)), Ok(Duration::from_nanos(1)));
+        for bad in [
+            d(0, 0),
+            d(-1, 0),
+            d(0, -1),
+            d(i64::MIN, 0),
+            d(1, 1_000_000_000),
+        ] {
+            assert_eq!(ttl(bad).unwrap_err().field, "ttl");
+        }
+        // Huge but well-formed: left to the max-TTL policy.
+        assert!(ttl(d(i64::MAX, 999_999_999)).is_ok());
+    }
+
+    #[test]
+    fn timestamps_split_micros() {
+        assert_eq!(
+            timestamp(1_700_000_000_123_456),
+            prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 123_456_000
+            }
+        );
+        assert_eq!(
+            timestamp(-1),
+            prost_types::Timestamp {
+                seconds: -1,
+                nanos: 999_999_000
+            }
+        );
+    }
+}

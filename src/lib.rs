@@ -1,0 +1,39 @@
+//! Tessera: a gRPC token authority for AI agents.
+//!
+//! Many MCP servers, agent runtimes and backend services share one Tessera
+//! to mint, validate, claim and revoke short-lived opaque tokens. A token
+//! carries exactly what one run or one call may do; the authority keeps only
+//! its SHA-256, consumes single-use tokens exactly once across replicas, and
+//! revokes a whole run or subject at once.
+//!
+//! # Layout
+//!
+//! - [`token`]: the token, client-key and grant-id formats (generate, parse, hash).
+//! - [`seal`]: payload encryption under a key derived from the token.
+//! - [`input`]: limits on every request field.
+//! - [`clients`]: the clients file, roles and bearer-key authentication.
+//! - [`authority`]: the domain rules — denials, audience, subject, issuer, scopes, TTL.
+//! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
+//! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
+//! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
+//! - [`config`], [`telemetry`]: one settings struct; log set-up.
+
+pub mod app;
+pub mod authority;
+pub mod clients;
+pub mod config;
+pub mod grpc;
+pub mod input;
+pub mod seal;
+pub mod store;
+pub mod telemetry;
+pub mod token;
+
+/// Generated protobuf and gRPC code for `tessera.v1`.
+pub mod pb {
+    tonic::include_proto!("tessera.v1");
+
+    /// Encoded descriptors of `tessera.v1`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
+}

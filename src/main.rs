@@ -1,0 +1,91 @@
+//! The `tessera` binary: parse flags, set up logs, run one command.
+
+use clap::{Parser, Subcommand};
+use tessera::{
+    app::{App, Backend},
+    clients::Role,
+    config::{Config, DatabaseConfig},
+    telemetry,
+    token::ClientKey,
+};
+
+#[derive(Parser)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// With no command, `tessera` serves with these flags.
+    #[command(flatten)]
+    serve: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the gRPC API (the default).
+    Serve(Config),
+    /// Apply the database migrations and exit.
+    Migrate(DatabaseConfig),
+    /// Print a fresh client key and the clients-file entry that admits it.
+    ClientKey {
+        /// The client's id (what audiences name).
+        id: String,
+        /// Roles to grant.
+        #[arg(required = true, value_enum)]
+        roles: Vec<Role>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        None => serve(cli.serve).await,
+        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Migrate(db)) => {
+            telemetry::init(tessera::config::LogFormat::Text);
+            Backend::open(&db)?.migrate().await?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+        Some(Command::ClientKey { id, roles }) => {
+            tessera::input::required_id("id", id.clone())?;
+            let key = ClientKey::generate();
+            let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
+            println!("# Give this key to the client (shown once):");
+            println!("#   {}", key.expose());
+            println!("[[clients]]");
+            println!("id = \"{id}\"");
+            println!("key_sha256 = \"{}\"", key.sha256_hex());
+            println!("roles = [{}]", roles.join(", "));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(config.log_format);
+    let app = App::build(config).await?;
+    app.run_until(shutdown_signal()).await
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c()
+            .await
+            .expect("installing the SIGINT handler");
+    };
+    #[cfg(unix)]
+    let term = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,210 @@
+//! Storage: one trait, one implementation per database.
+//!
+//! The store knows rows, not rules: the authority decides who may see what
+//! and which denial applies. Two things the store does own, because only the
+//! database can do them atomically across replicas: the compare-and-set of
+//! [`Store::consume`], and the clock that decides expiry (every time column
+//! is set and compared by the database, so replicas with skewed clocks
+//! agree). Times are unix microseconds.
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use crate::token::TokenHash;
+
+pub mod postgres;
+mod sql;
+pub mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+/// Unix time in microseconds, as the database's clock gave it.
+pub type Micros = i64;
+
+/// How stale `last_used_at` may get on Validate: at most one write per grant
+/// per interval keeps Validate read-mostly.
+pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A grant as stored, without its token, hash or payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub grant_id: String,
+    pub token_hint: String,
+    pub subject: String,
+    pub audience: Vec<String>,
+    pub run_id: String,
+    pub scopes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_uses: u32,
+    pub use_count: u32,
+    pub issued_by: String,
+    pub issued_at: Micros,
+    pub expires_at: Micros,
+    pub revoked_at: Option<Micros>,
+    /// The wire enum's number (`RevokeReason`); 0 while live.
+    pub revoke_reason: i32,
+    pub last_used_at: Option<Micros>,
+}
+
+/// What Mint writes. `issued_at` and `expires_at` come from the database's clock.
+#[derive(Debug)]
+pub struct NewGrant {
+    pub grant_id: String,
+    pub token_hash: TokenHash,
+    pub token_hint: String,
+    pub subject: String,
+    pub audience: Vec<String>,
+    pub run_id: String,
+    pub scopes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub max_uses: u32,
+    pub issued_by: String,
+    pub ttl: Duration,
+    /// Ciphertext (see `seal`); empty when there is no payload.
+    pub sealed_payload: Vec<u8>,
+}
+
+/// A grant found by its token hash, judged against the database's clock.
+#[derive(Debug)]
+pub struct Lookup {
+    pub grant: Grant,
+    pub expired: bool,
+    /// The database's time when it answered.
+    pub now: Micros,
+}
+
+/// Which live grants a Revoke hits.
+#[derive(Debug)]
+pub enum RevokeTarget {
+    Token(TokenHash),
+    GrantId(String),
+    RunId(String),
+    Subject(String),
+}
+
+/// A page of grants in grant id (= mint time) order.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    pub subject: Option<String>,
+    pub run_id: Option<String>,
+    /// Only grants issued by this client (non-admin callers).
+    pub issued_by: Option<String>,
+    pub include_inactive: bool,
+    /// Grants with an id greater than this one.
+    pub after: Option<String>,
+    pub limit: u32,
+}
+
+#[derive(Debug)]
+pub struct ListPage {
+    pub grants: Vec<Grant>,
+    /// Live grants matching subject, run_id and issued_by.
+    pub active_count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or the pool is exhausted: retryable.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// Anything else: a bug, a broken schema or a corrupt row.
+    #[error("database error")]
+    Internal(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_) => Self::Unavailable(err),
+            sqlx::Error::Database(ref db) if is_transient(db.code().as_deref()) => {
+                Self::Unavailable(err)
+            }
+            _ => Self::Internal(err),
+        }
+    }
+}
+
+/// PostgreSQL's "the server is going away / not ready" classes, and SQLite's
+/// busy and locked codes: the request may succeed if retried.
+fn is_transient(code: Option<&str>) -> bool {
+    match code {
+        Some(code) => {
+            code.starts_with("08") // connection exception
+                || code.starts_with("57P") // admin/crash shutdown, cannot connect now
+                || code == "53300" // too many connections
+                || code == "5" // SQLITE_BUSY
+                || code == "6" // SQLITE_LOCKED
+                || code == "517" // SQLITE_BUSY_SNAPSHOT
+        }
+        None => false,
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// Persistence for grants. Every method is one statement (one round trip)
+/// unless its doc says otherwise.
+pub trait Store: Send + Sync + 'static {
+    /// Applies the embedded migrations.
+    fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Inserts a grant and returns it as stored.
+    fn insert(&self, grant: &NewGrant) -> impl Future<Output = Result<Grant>> + Send;
+
+    /// Finds a grant by token hash, whatever its state.
+    fn find(&self, hash: &TokenHash) -> impl Future<Output = Result<Option<Lookup>>> + Send;
+
+    /// Sets `last_used_at` to `at` unless it is already within
+    /// [`TOUCH_INTERVAL`] of it.
+    fn touch(&self, grant_id: &str, at: Micros) -> impl Future<Output = Result<()>> + Send;
+
+    /// Consumes one use if, at this instant, the grant is not revoked, not
+    /// expired and has uses left: one atomic compare-and-set. Returns the grant
+    /// after the use and its sealed payload, or `None` if the grant was not
+    /// usable (another caller may have taken the last use).
+    fn consume(
+        &self,
+        grant_id: &str,
+    ) -> impl Future<Output = Result<Option<(Grant, Vec<u8>)>>> + Send;
+
+    /// Revokes the live grants matching `target` (and `issued_by`, when set).
+    /// Returns how many it revoked.
+    fn revoke(
+        &self,
+        target: &RevokeTarget,
+        issued_by: Option<&str>,
+        reason: i32,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// One grant by id (restricted to `issued_by`, when set).
+    fn get(
+        &self,
+        grant_id: &str,
+        issued_by: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Grant>>> + Send;
+
+    /// A page of grants plus the live count (two statements).
+    fn list(&self, query: &ListQuery) -> impl Future<Output = Result<ListPage>> + Send;
+
+    /// Deletes up to `batch` grants that expired, were revoked or were used up
+    /// more than `retention` ago. Safe to run from many replicas at once.
+    fn sweep(&self, retention: Duration, batch: u32) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Cheapest round trip that proves the database answers.
+    fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+pub(crate) fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn to_u32(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}

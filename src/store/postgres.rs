@@ -1,0 +1,202 @@
+//! PostgreSQL: the production store that many replicas share.
+
+use std::time::Duration;
+
+use sqlx::{
+    PgPool, Row,
+    migrate::{Migration, MigrationType, Migrator},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    types::Json,
+};
+
+use super::{
+    Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
+    TOUCH_INTERVAL, micros, sql, to_u32,
+};
+use crate::token::TokenHash;
+
+/// `tessera_now_us()` is a SQL function from the first migration.
+macro_rules! pg {
+    ($statement:ident $(, $arg:literal)*) => {
+        sql::$statement!("tessera_now_us()" $(, $arg)*)
+    };
+}
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Builds a pool; connections are opened on first use, so a replica can
+    /// start (and report NOT_SERVING) while the database is away.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options.application_name("tessera"));
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
+    Ok(Grant {
+        grant_id: row.try_get("grant_id")?,
+        token_hint: row.try_get("token_hint")?,
+        subject: row.try_get("subject")?,
+        audience: row.try_get("audience")?,
+        run_id: row.try_get("run_id")?,
+        scopes: row.try_get("scopes")?,
+        labels: row.try_get::<Json<_>, _>("labels")?.0,
+        max_uses: to_u32(row.try_get("max_uses")?),
+        use_count: to_u32(row.try_get("use_count")?),
+        issued_by: row.try_get("issued_by")?,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoke_reason: i32::from(row.try_get::<i16, _>("revoke_reason")?),
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+impl Store for PgStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        use sqlx::SqlSafeStr;
+        let migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "grants".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/postgres/0001_grants.sql").into_sql_str(),
+            false,
+        )]);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
+        let row = sqlx::query(pg!(insert))
+            .bind(&grant.grant_id)
+            .bind(&grant.token_hash.0[..])
+            .bind(&grant.token_hint)
+            .bind(&grant.subject)
+            .bind(&grant.audience)
+            .bind(&grant.run_id)
+            .bind(&grant.scopes)
+            .bind(Json(&grant.labels))
+            .bind(&grant.sealed_payload)
+            .bind(i64::from(grant.max_uses))
+            .bind(&grant.issued_by)
+            .bind(micros(grant.ttl))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(grant_from_row(&row)?)
+    }
+
+    async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
+        let row = sqlx::query(pg!(find))
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let grant = grant_from_row(&row)?;
+        let now: i64 = row.try_get("now")?;
+        Ok(Some(Lookup {
+            expired: grant.expires_at <= now,
+            grant,
+            now,
+        }))
+    }
+
+    async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
+        sqlx::query(sql::touch!())
+            .bind(grant_id)
+            .bind(at)
+            .bind(micros(TOUCH_INTERVAL))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
+        let row = sqlx::query(pg!(consume))
+            .bind(grant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((
+                grant_from_row(&row)?,
+                row.try_get("sealed_payload")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        issued_by: Option<&str>,
+        reason: i32,
+    ) -> Result<u64> {
+        let query = match target {
+            RevokeTarget::Token(hash) => sqlx::query(pg!(revoke, "token_hash")).bind(&hash.0[..]),
+            RevokeTarget::GrantId(id) => sqlx::query(pg!(revoke, "grant_id")).bind(id.as_str()),
+            RevokeTarget::RunId(id) => sqlx::query(pg!(revoke, "run_id")).bind(id.as_str()),
+            RevokeTarget::Subject(id) => sqlx::query(pg!(revoke, "subject")).bind(id.as_str()),
+        };
+        let done = query
+            .bind(i16::try_from(reason).unwrap_or_default())
+            .bind(issued_by)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
+        let row = sqlx::query(sql::get!())
+            .bind(grant_id)
+            .bind(issued_by)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(grant_from_row).transpose()?)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let (mut page, mut count) = sql::list_queries(query, pg!(live));
+        let rows = page.build().fetch_all(&self.pool).await?;
+        let active: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(ListPage {
+            grants: rows
+                .iter()
+                .map(grant_from_row)
+                .collect::<std::result::Result<_, _>>()?,
+            active_count: u64::try_from(active).unwrap_or_default(),
+        })
+    }
+
+    async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
+        let done = sqlx::query(pg!(sweep, " FOR UPDATE SKIP LOCKED"))
+            .bind(micros(retention))
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,169 @@
+//! The statements, shared by both dialects so both stores run the same SQL.
+//!
+//! Each macro takes the dialect's clock expression (`$now`, unix
+//! microseconds) and expands to a `&'static str`. Parameters are `$1..$n`,
+//! which PostgreSQL and sqlx's SQLite driver both read.
+
+/// Column list of every statement that returns a grant.
+macro_rules! grant_columns {
+    () => {
+        "grant_id, token_hint, subject, audience, run_id, scopes, labels, max_uses, use_count, \
+         issued_by, issued_at, expires_at, revoked_at, revoke_reason, last_used_at"
+    };
+}
+
+/// Usable now: not revoked, not expired, a use left. The one definition of
+/// "live", for Claim, Revoke, ListGrants and the live count.
+macro_rules! live {
+    ($now:literal) => {
+        concat!(
+            "revoked_at IS NULL AND expires_at > ",
+            $now,
+            " AND (max_uses = 0 OR use_count < max_uses)"
+        )
+    };
+}
+
+macro_rules! insert {
+    ($now:literal) => {
+        concat!(
+            "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
+             scopes, labels, sealed_payload, max_uses, issued_by, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ",
+            $now,
+            ", ",
+            $now,
+            " + $12) RETURNING ",
+            $crate::store::sql::grant_columns!()
+        )
+    };
+}
+
+macro_rules! find {
+    ($now:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::grant_columns!(),
+            ", ",
+            $now,
+            " AS now FROM grants WHERE token_hash = $1"
+        )
+    };
+}
+
+/// `$2` is the time of use (the database's, from `find`), `$3` the
+/// coalescing interval: racing replicas write at most once per interval.
+macro_rules! touch {
+    () => {
+        "UPDATE grants SET last_used_at = $2 \
+         WHERE grant_id = $1 AND (last_used_at IS NULL OR last_used_at < $2 - $3)"
+    };
+}
+
+/// The compare-and-set of a claim. A racing UPDATE waits for the row lock
+/// and re-checks the WHERE clause on the row as the winner left it (SQLite
+/// has one writer at a time), so only callers that still see a use left get
+/// one.
+macro_rules! consume {
+    ($now:literal) => {
+        concat!(
+            "UPDATE grants SET use_count = use_count + 1, last_used_at = ",
+            $now,
+            ", used_up_at = CASE WHEN max_uses > 0 AND use_count + 1 >= max_uses THEN ",
+            $now,
+            " END WHERE grant_id = $1 AND ",
+            $crate::store::sql::live!($now),
+            " RETURNING ",
+            $crate::store::sql::grant_columns!(),
+            ", sealed_payload"
+        )
+    };
+}
+
+/// `$1` the target value, `$2` the reason, `$3` the issuer (NULL = any).
+macro_rules! revoke {
+    ($now:literal, $column:literal) => {
+        concat!(
+            "UPDATE grants SET revoked_at = ",
+            $now,
+            ", revoke_reason = $2 WHERE ",
+            $column,
+            " = $1 AND ",
+            $crate::store::sql::live!($now),
+            " AND ($3 IS NULL OR issued_by = $3)"
+        )
+    };
+}
+
+macro_rules! get {
+    () => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::grant_columns!(),
+            " FROM grants WHERE grant_id = $1 AND ($2 IS NULL OR issued_by = $2)"
+        )
+    };
+}
+
+/// `$1` retention, `$2` batch size; `$lock` is PostgreSQL's `FOR UPDATE SKIP
+/// LOCKED` (replicas sweeping at once take disjoint rows) or nothing.
+macro_rules! sweep {
+    ($now:literal, $lock:literal) => {
+        concat!(
+            "DELETE FROM grants WHERE grant_id IN (SELECT grant_id FROM grants WHERE expires_at < ",
+            $now,
+            " - $1 OR revoked_at < ",
+            $now,
+            " - $1 OR used_up_at < ",
+            $now,
+            " - $1 LIMIT $2",
+            $lock,
+            ")"
+        )
+    };
+}
+
+pub(crate) use {consume, find, get, grant_columns, insert, live, revoke, sweep, touch};
+
+use sqlx::{Database, Encode, QueryBuilder, Type};
+
+use super::ListQuery;
+
+/// Builds a ListGrants page query and its live-count query. `live` is the
+/// dialect's [`live!`] clause.
+pub(crate) fn list_queries<DB>(
+    query: &ListQuery,
+    live: &'static str,
+) -> (QueryBuilder<DB>, QueryBuilder<DB>)
+where
+    DB: Database,
+    DB::Arguments: Default,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+{
+    let filtered = |select: &'static str, only_live: bool| {
+        let mut qb = QueryBuilder::new(select);
+        qb.push(" WHERE ")
+            .push(if only_live { live } else { "TRUE" });
+        for (column, value) in [
+            (" AND subject = ", &query.subject),
+            (" AND run_id = ", &query.run_id),
+            (" AND issued_by = ", &query.issued_by),
+        ] {
+            if let Some(value) = value {
+                qb.push(column).push_bind(value.clone());
+            }
+        }
+        qb
+    };
+    let mut page = filtered(
+        concat!("SELECT ", grant_columns!(), " FROM grants"),
+        !query.include_inactive,
+    );
+    if let Some(after) = &query.after {
+        page.push(" AND grant_id > ").push_bind(after.clone());
+    }
+    page.push(" ORDER BY grant_id LIMIT ")
+        .push_bind(i64::from(query.limit));
+    (page, filtered("SELECT count(*) FROM grants", true))
+}

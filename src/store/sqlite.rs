@@ -1,0 +1,211 @@
+//! SQLite: the embedded default for a single machine.
+//!
+//! WAL lets readers proceed while one connection writes; `synchronous =
+//! FULL` makes every acknowledged claim durable, because a claim lost in a
+//! power cut would let a single-use token be used again.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    Row, SqlitePool,
+    migrate::{Migration, MigrationType, Migrator},
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+    types::Json,
+};
+
+use super::{
+    Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
+    TOUCH_INTERVAL, micros, sql, to_u32,
+};
+use crate::token::TokenHash;
+
+/// SQLite's clock, in unix microseconds (millisecond resolution).
+macro_rules! lite {
+    ($statement:ident $(, $arg:literal)*) => {
+        sql::$statement!("CAST(unixepoch('subsec') * 1000000 AS INTEGER)" $(, $arg)*)
+    };
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file named by `url`.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(acquire_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
+    Ok(Grant {
+        grant_id: row.try_get("grant_id")?,
+        token_hint: row.try_get("token_hint")?,
+        subject: row.try_get("subject")?,
+        audience: row.try_get::<Json<_>, _>("audience")?.0,
+        run_id: row.try_get("run_id")?,
+        scopes: row.try_get::<Json<_>, _>("scopes")?.0,
+        labels: row.try_get::<Json<_>, _>("labels")?.0,
+        max_uses: to_u32(row.try_get("max_uses")?),
+        use_count: to_u32(row.try_get("use_count")?),
+        issued_by: row.try_get("issued_by")?,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoke_reason: row.try_get("revoke_reason")?,
+        last_used_at: row.try_get("last_used_at")?,
+    })
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        use sqlx::SqlSafeStr;
+        let migrator = Migrator::with_migrations(vec![Migration::new(
+            1,
+            "grants".into(),
+            MigrationType::Simple,
+            include_str!("../../migrations/sqlite/0001_grants.sql").into_sql_str(),
+            false,
+        )]);
+        migrator.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
+        let row = sqlx::query(lite!(insert))
+            .bind(&grant.grant_id)
+            .bind(&grant.token_hash.0[..])
+            .bind(&grant.token_hint)
+            .bind(&grant.subject)
+            .bind(Json(&grant.audience))
+            .bind(&grant.run_id)
+            .bind(Json(&grant.scopes))
+            .bind(Json(&grant.labels))
+            .bind(&grant.sealed_payload)
+            .bind(i64::from(grant.max_uses))
+            .bind(&grant.issued_by)
+            .bind(micros(grant.ttl))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(grant_from_row(&row)?)
+    }
+
+    async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
+        let row = sqlx::query(lite!(find))
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let grant = grant_from_row(&row)?;
+        let now: i64 = row.try_get("now")?;
+        Ok(Some(Lookup {
+            expired: grant.expires_at <= now,
+            grant,
+            now,
+        }))
+    }
+
+    async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
+        sqlx::query(sql::touch!())
+            .bind(grant_id)
+            .bind(at)
+            .bind(micros(TOUCH_INTERVAL))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
+        let row = sqlx::query(lite!(consume))
+            .bind(grant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        match row {
+            Some(row) => Ok(Some((
+                grant_from_row(&row)?,
+                row.try_get("sealed_payload")?,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    async fn revoke(
+        &self,
+        target: &RevokeTarget,
+        issued_by: Option<&str>,
+        reason: i32,
+    ) -> Result<u64> {
+        let query = match target {
+            RevokeTarget::Token(hash) => sqlx::query(lite!(revoke, "token_hash")).bind(&hash.0[..]),
+            RevokeTarget::GrantId(id) => sqlx::query(lite!(revoke, "grant_id")).bind(id.as_str()),
+            RevokeTarget::RunId(id) => sqlx::query(lite!(revoke, "run_id")).bind(id.as_str()),
+            RevokeTarget::Subject(id) => sqlx::query(lite!(revoke, "subject")).bind(id.as_str()),
+        };
+        let done = query
+            .bind(reason)
+            .bind(issued_by)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
+        let row = sqlx::query(sql::get!())
+            .bind(grant_id)
+            .bind(issued_by)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(grant_from_row).transpose()?)
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let (mut page, mut count) = sql::list_queries(query, lite!(live));
+        let rows = page.build().fetch_all(&self.pool).await?;
+        let active: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(ListPage {
+            grants: rows
+                .iter()
+                .map(grant_from_row)
+                .collect::<std::result::Result<_, _>>()?,
+            active_count: u64::try_from(active).unwrap_or_default(),
+        })
+    }
+
+    async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
+        let done = sqlx::query(lite!(sweep, ""))
+            .bind(micros(retention))
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,165 @@
+//! Who may call what: keys, roles, the issuer rule, dev mode.
+
+use tessera::pb::{self, revoke_request::Target};
+use tonic::Code;
+
+use crate::support::{Backend, Options, TestApp, check, claim, mint_req, revoke};
+
+crate::both_backends!(
+    keys_and_roles_are_checked_before_anything_else,
+    non_admins_see_and_revoke_only_their_own_grants,
+    dev_mode_allows_every_call_as_dev,
+);
+
+async fn keys_and_roles_are_checked_before_anything_else(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app.mint("minter", mint_req("u")).await.unwrap().token;
+
+    // No key, or a key nobody has: UNAUTHENTICATED, whatever the call.
+    let mut forged = tonic::Request::new(mint_req("u"));
+    forged.metadata_mut().insert(
+        "authorization",
+        "Bearer tsk_not-a-real-key".parse().unwrap(),
+    );
+    assert_eq!(
+        app.client().mint(forged).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        app.mint("", mint_req("u")).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        app.validate("", check(&token)).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        app.get("", "grt_0000000000000000000000")
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+    let err = app.list("", Default::default()).await.unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert!(
+        !err.message().contains("tsk_"),
+        "the message never echoes a key"
+    );
+
+    // A known key without the role: PERMISSION_DENIED, even for a request
+    // that is also invalid (the role is checked first).
+    let invalid_mint = pb::MintRequest::default();
+    let err = app.mint("proxy", invalid_mint).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    assert!(err.message().contains("mint"), "{}", err.message());
+    assert_eq!(
+        app.claim("reader", claim(&token)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        app.validate("ops", check(&token)).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    let r = app
+        .revoke("proxy", revoke(Target::Token(token.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(r.code(), Code::PermissionDenied);
+    assert_eq!(
+        app.mint("minter", pb::MintRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        Code::InvalidArgument
+    );
+    // Operator reads need only a key.
+    assert!(app.list("reader", Default::default()).await.is_ok());
+    // Nothing was consumed or revoked by the refused calls.
+    assert!(app.claim("minter", claim(&token)).await.unwrap().claimed);
+}
+
+async fn non_admins_see_and_revoke_only_their_own_grants(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let in_run = |subject: &str| pb::MintRequest {
+        run_id: "shared-run".into(),
+        ..mint_req(subject)
+    };
+    let mine = app.mint("minter", in_run("alice")).await.unwrap();
+    let theirs = app.mint("other", in_run("alice")).await.unwrap();
+    let my_id = mine.grant.unwrap().grant_id;
+    let their_id = theirs.grant.unwrap().grant_id;
+
+    // Another client's grant id does not exist for me.
+    assert_eq!(
+        app.get("minter", &their_id).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    let err = app
+        .revoke("minter", revoke(Target::GrantId(their_id.clone())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    let listed = app.list("minter", Default::default()).await.unwrap();
+    assert_eq!(listed.grants.len(), 1);
+    assert_eq!(listed.grants[0].grant_id, my_id);
+    assert_eq!(listed.active_count, 1);
+    // A revoke by token I did not issue revokes nothing.
+    let by_token = app
+        .revoke("minter", revoke(Target::Token(theirs.token.clone())))
+        .await
+        .unwrap();
+    assert_eq!(by_token.revoked, 0);
+
+    // Revoking the shared run or subject touches only my grant.
+    let run = app
+        .revoke("minter", revoke(Target::RunId("shared-run".into())))
+        .await
+        .unwrap();
+    assert_eq!(run.revoked, 1);
+    let subject = app
+        .revoke("minter", revoke(Target::Subject("alice".into())))
+        .await
+        .unwrap();
+    assert_eq!(subject.revoked, 0);
+    assert!(
+        app.validate("other", check(&theirs.token))
+            .await
+            .unwrap()
+            .valid
+    );
+
+    // The admin sees and revokes everything.
+    assert_eq!(app.get("ops", &their_id).await.unwrap().issued_by, "other");
+    let all = pb::ListGrantsRequest {
+        include_inactive: true,
+        ..Default::default()
+    };
+    assert_eq!(app.list("ops", all).await.unwrap().grants.len(), 2);
+    // `ops` has only the admin role: it may read, but Revoke needs `revoke`.
+    let err = app
+        .revoke("ops", revoke(Target::Subject("alice".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+}
+
+async fn dev_mode_allows_every_call_as_dev(backend: Backend) {
+    let app = TestApp::spawn_with(
+        backend,
+        Options {
+            keyed: false,
+            ..Options::default()
+        },
+    )
+    .await;
+    let minted = app.mint("", mint_req("u")).await.unwrap();
+    assert_eq!(minted.grant.unwrap().issued_by, "dev");
+    assert!(app.validate("", check(&minted.token)).await.unwrap().valid);
+    assert!(app.claim("", claim(&minted.token)).await.unwrap().claimed);
+    let revoked = app
+        .revoke("", revoke(Target::Token(minted.token)))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked, 1);
+}

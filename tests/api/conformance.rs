@@ -1,0 +1,358 @@
+//! The storage contract, one suite run against every implementation.
+
+use std::{collections::BTreeMap, future::Future, time::Duration};
+
+use tessera::{
+    store::{Grant, ListQuery, NewGrant, PgStore, RevokeTarget, SqliteStore, Store},
+    token::{GrantId, Token},
+};
+
+use crate::support::{Backend, TestDb};
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_store(super::Backend::Postgres, super::$name).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::with_store(super::Backend::Sqlite, super::$name).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    migrations_are_idempotent,
+    insert_then_find_round_trips,
+    consume_is_a_compare_and_set,
+    revoke_hits_live_grants_of_the_issuer,
+    list_orders_filters_and_counts,
+    sweep_deletes_only_past_retention,
+    touch_writes_at_most_once_per_interval,
+);
+
+/// Runs `test` against a migrated store of `backend` (generic over the
+/// store, so each body is written once).
+async fn with_store<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(AnyStore) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let db = TestDb::new(backend).await;
+    let store = match backend {
+        Backend::Postgres => {
+            AnyStore::Pg(PgStore::connect_lazy(db.url(), 4, Duration::from_secs(2)).unwrap())
+        }
+        Backend::Sqlite => {
+            AnyStore::Lite(SqliteStore::connect_lazy(db.url(), 4, Duration::from_secs(2)).unwrap())
+        }
+    };
+    store.migrate().await.unwrap();
+    test(store.clone()).await;
+    store.close().await;
+}
+
+/// Dispatches to either store, so test bodies are plain async fns.
+#[derive(Clone)]
+enum AnyStore {
+    Pg(PgStore),
+    Lite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Pg($s) => $call,
+            AnyStore::Lite($s) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        dispatch!(self, s => s.migrate().await)
+    }
+    async fn insert(&self, g: &NewGrant) -> tessera::store::Result<Grant> {
+        dispatch!(self, s => s.insert(g).await)
+    }
+    async fn find(
+        &self,
+        h: &tessera::token::TokenHash,
+    ) -> tessera::store::Result<Option<tessera::store::Lookup>> {
+        dispatch!(self, s => s.find(h).await)
+    }
+    async fn touch(&self, id: &str, at: i64) -> tessera::store::Result<()> {
+        dispatch!(self, s => s.touch(id, at).await)
+    }
+    async fn consume(&self, id: &str) -> tessera::store::Result<Option<(Grant, Vec<u8>)>> {
+        dispatch!(self, s => s.consume(id).await)
+    }
+    async fn revoke(
+        &self,
+        t: &RevokeTarget,
+        by: Option<&str>,
+        r: i32,
+    ) -> tessera::store::Result<u64> {
+        dispatch!(self, s => s.revoke(t, by, r).await)
+    }
+    async fn get(&self, id: &str, by: Option<&str>) -> tessera::store::Result<Option<Grant>> {
+        dispatch!(self, s => s.get(id, by).await)
+    }
+    async fn list(&self, q: &ListQuery) -> tessera::store::Result<tessera::store::ListPage> {
+        dispatch!(self, s => s.list(q).await)
+    }
+    async fn sweep(&self, r: Duration, b: u32) -> tessera::store::Result<u64> {
+        dispatch!(self, s => s.sweep(r, b).await)
+    }
+    async fn ping(&self) -> tessera::store::Result<()> {
+        dispatch!(self, s => s.ping().await)
+    }
+    async fn close(&self) {
+        dispatch!(self, s => s.close().await)
+    }
+}
+
+fn new_grant(issuer: &str, run: &str, max_uses: u32, ttl: Duration) -> (Token, NewGrant) {
+    let token = Token::generate();
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let grant = NewGrant {
+        grant_id: GrantId::generate(millis),
+        token_hash: token.hash(),
+        token_hint: token.hint().to_owned(),
+        subject: "alice".into(),
+        audience: vec!["proxy".into()],
+        run_id: run.into(),
+        scopes: vec!["tool:*".into()],
+        labels: BTreeMap::from([("k".to_owned(), "v".to_owned())]),
+        max_uses,
+        issued_by: issuer.into(),
+        ttl,
+        sealed_payload: vec![1, 2, 3],
+    };
+    (token, grant)
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn migrations_are_idempotent(store: AnyStore) {
+    store.migrate().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+async fn insert_then_find_round_trips(store: AnyStore) {
+    let (token, new) = new_grant("minter", "run", 3, HOUR);
+    let stored = store.insert(&new).await.unwrap();
+    assert_eq!(stored.grant_id, new.grant_id);
+    assert_eq!((stored.max_uses, stored.use_count), (3, 0));
+    assert_eq!(stored.expires_at - stored.issued_at, 3_600_000_000);
+    assert_eq!(stored.labels, new.labels);
+    let found = store.find(&token.hash()).await.unwrap().unwrap();
+    assert_eq!(found.grant, stored);
+    assert!(!found.expired);
+    assert!(found.now >= stored.issued_at);
+    assert!(
+        store
+            .find(&Token::generate().hash())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get(&new.grant_id, None).await.unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        store.get(&new.grant_id, Some("minter")).await.unwrap(),
+        Some(stored)
+    );
+    assert_eq!(store.get(&new.grant_id, Some("other")).await.unwrap(), None);
+    // The token hash is unique.
+    let mut twin = new_grant("minter", "run", 1, HOUR).1;
+    twin.token_hash = token.hash();
+    assert!(store.insert(&twin).await.is_err());
+}
+
+async fn consume_is_a_compare_and_set(store: AnyStore) {
+    let (_, two) = new_grant("m", "r", 2, HOUR);
+    store.insert(&two).await.unwrap();
+    let (first, sealed) = store.consume(&two.grant_id).await.unwrap().unwrap();
+    assert_eq!((first.use_count, sealed), (1, vec![1, 2, 3]));
+    assert_eq!(
+        store
+            .consume(&two.grant_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .use_count,
+        2
+    );
+    assert!(store.consume(&two.grant_id).await.unwrap().is_none());
+
+    let (_, revoked) = new_grant("m", "r", 0, HOUR);
+    store.insert(&revoked).await.unwrap();
+    store
+        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .await
+        .unwrap();
+    assert!(store.consume(&revoked.grant_id).await.unwrap().is_none());
+
+    let (_, expiring) = new_grant("m", "r", 0, Duration::from_millis(50));
+    store.insert(&expiring).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    assert!(store.consume(&expiring.grant_id).await.unwrap().is_none());
+    assert!(
+        store
+            .consume("grt_0000000000000000000000")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn revoke_hits_live_grants_of_the_issuer(store: AnyStore) {
+    let (t1, a) = new_grant("m", "run-1", 0, HOUR);
+    let (_, b) = new_grant("m", "run-1", 0, HOUR);
+    let (_, c) = new_grant("other", "run-1", 0, HOUR);
+    for g in [&a, &b, &c] {
+        store.insert(g).await.unwrap();
+    }
+    let run = RevokeTarget::RunId("run-1".into());
+    assert_eq!(
+        store
+            .revoke(&RevokeTarget::Token(t1.hash()), Some("other"), 1)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(store.revoke(&run, Some("m"), 2).await.unwrap(), 2);
+    assert_eq!(store.revoke(&run, Some("m"), 2).await.unwrap(), 0);
+    let revoked = store.get(&a.grant_id, None).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked.revoke_reason, 2);
+    assert_eq!(
+        store
+            .revoke(&RevokeTarget::Subject("alice".into()), None, 3)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .get(&c.grant_id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoke_reason,
+        3
+    );
+}
+
+async fn list_orders_filters_and_counts(store: AnyStore) {
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let (_, g) = new_grant(if i == 3 { "other" } else { "m" }, "run", 1, HOUR);
+        store.insert(&g).await.unwrap();
+        ids.push(g.grant_id);
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    store.consume(&ids[0]).await.unwrap().unwrap();
+    let query = |include_inactive, after: Option<&str>, limit| ListQuery {
+        run_id: Some("run".into()),
+        issued_by: Some("m".into()),
+        include_inactive,
+        after: after.map(str::to_owned),
+        limit,
+        ..ListQuery::default()
+    };
+    let live = store.list(&query(false, None, 10)).await.unwrap();
+    assert_eq!(live.active_count, 2);
+    let got: Vec<_> = live.grants.iter().map(|g| &g.grant_id).collect();
+    assert_eq!(got, [&ids[1], &ids[2]]);
+    let all = store.list(&query(true, None, 2)).await.unwrap();
+    assert_eq!(
+        all.grants.iter().map(|g| &g.grant_id).collect::<Vec<_>>(),
+        [&ids[0], &ids[1]]
+    );
+    let rest = store.list(&query(true, Some(&ids[1]), 2)).await.unwrap();
+    assert_eq!(
+        rest.grants.iter().map(|g| &g.grant_id).collect::<Vec<_>>(),
+        [&ids[2]]
+    );
+    let everyone = store
+        .list(&ListQuery {
+            limit: 10,
+            include_inactive: true,
+            ..ListQuery::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!((everyone.grants.len(), everyone.active_count), (4, 3));
+}
+
+async fn sweep_deletes_only_past_retention(store: AnyStore) {
+    let (_, expired) = new_grant("m", "r", 0, Duration::from_millis(10));
+    let (_, used) = new_grant("m", "r", 1, HOUR);
+    let (_, revoked) = new_grant("m", "r", 0, HOUR);
+    let (_, live) = new_grant("m", "r", 2, HOUR);
+    for g in [&expired, &used, &revoked, &live] {
+        store.insert(g).await.unwrap();
+    }
+    store.consume(&used.grant_id).await.unwrap().unwrap();
+    store.consume(&live.grant_id).await.unwrap().unwrap();
+    store
+        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.sweep(HOUR, 100).await.unwrap(),
+        0,
+        "nothing is past an hour's retention"
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Batches: one row per statement until none is left.
+    let mut deleted = 0;
+    loop {
+        let n = store.sweep(Duration::from_millis(20), 1).await.unwrap();
+        assert!(n <= 1);
+        if n == 0 {
+            break;
+        }
+        deleted += n;
+    }
+    assert_eq!(deleted, 3);
+    assert!(store.get(&live.grant_id, None).await.unwrap().is_some());
+}
+
+async fn touch_writes_at_most_once_per_interval(store: AnyStore) {
+    let (token, g) = new_grant("m", "r", 0, HOUR);
+    store.insert(&g).await.unwrap();
+    let minute = 60_000_000;
+    let t0 = store.find(&token.hash()).await.unwrap().unwrap().now;
+    store.touch(&g.grant_id, t0).await.unwrap();
+    let last_used = || async {
+        store
+            .get(&g.grant_id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    assert_eq!(last_used().await, Some(t0));
+    store.touch(&g.grant_id, t0 + minute - 1).await.unwrap();
+    assert_eq!(last_used().await, Some(t0), "within the interval: no write");
+    store.touch(&g.grant_id, t0 + minute + 1).await.unwrap();
+    assert_eq!(last_used().await, Some(t0 + minute + 1));
+}

@@ -1,0 +1,35 @@
+//! End-to-end tests: the real server over real TCP gRPC, against a real
+//! PostgreSQL (at DATABASE_URL) and SQLite.
+
+mod support;
+
+mod auth;
+mod conformance;
+mod input;
+mod ops;
+mod race;
+mod rules;
+mod secrets;
+
+/// Instantiates each async test body once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::support::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}

@@ -1,0 +1,120 @@
+//! Claims racing for real: many tasks, several server processes, one database.
+
+use tessera::pb::{self, Denial, token_authority_client::TokenAuthorityClient};
+use tonic::transport::Channel;
+
+use crate::support::{Backend, Keys, Process, TestApp, TestDb, channel, claim, keyed, mint_req};
+
+crate::both_backends!(
+    two_hundred_claims_of_a_five_use_token_win_five_times,
+    eight_resumers_one_winner
+);
+
+/// Fires `n` claims of `token` at once, spread over `channels`; returns
+/// (winners, losers) after checking every loser saw TOKEN_UNKNOWN.
+async fn race(channels: &[Channel], key: &str, token: &str, n: usize) -> (usize, usize) {
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let mut client = TokenAuthorityClient::new(channels[i % channels.len()].clone());
+            let request = keyed(key, claim(token));
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client.claim(request).await.map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    let mut won = 0;
+    let mut lost = 0;
+    for task in tasks {
+        let answer: pb::ClaimResponse = task.await.unwrap().expect("no RPC error under contention");
+        if answer.claimed {
+            assert_eq!(answer.payload, b"once");
+            won += 1;
+        } else {
+            assert_eq!(answer.denial, Denial::TokenUnknown as i32);
+            lost += 1;
+        }
+    }
+    (won, lost)
+}
+
+async fn two_hundred_claims_of_a_five_use_token_win_five_times(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app
+        .mint(
+            "minter",
+            pb::MintRequest {
+                max_uses: 5,
+                payload: b"once".to_vec(),
+                ..mint_req("u")
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let channels: Vec<_> = futures_channels(&app, 4).await;
+    let (won, lost) = race(&channels, app.keys.key("proxy"), &token, 200).await;
+    assert_eq!((won, lost), (5, 195));
+}
+
+async fn eight_resumers_one_winner(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app
+        .mint(
+            "minter",
+            pb::MintRequest {
+                max_uses: 1,
+                payload: b"once".to_vec(),
+                ..mint_req("u")
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let channels: Vec<_> = futures_channels(&app, 8).await;
+    assert_eq!(
+        race(&channels, app.keys.key("proxy"), &token, 8).await,
+        (1, 7)
+    );
+}
+
+async fn futures_channels(app: &TestApp, n: usize) -> Vec<Channel> {
+    let mut channels = Vec::new();
+    for _ in 0..n {
+        channels.push(channel(app.addr).await);
+    }
+    channels
+}
+
+/// 64 claims of one single-use token through two server processes sharing
+/// one PostgreSQL: exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_claims_through_two_processes_win_once() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let keys = Keys::new();
+    let a = Process::spawn(db.url(), keys.file.path(), "info").await;
+    let b = Process::spawn(db.url(), keys.file.path(), "info").await;
+    let channels = [channel(a.addr).await, channel(b.addr).await];
+
+    for round in 0..3 {
+        let mut minter = TokenAuthorityClient::new(channels[round % 2].clone());
+        let request = keyed(
+            keys.key("minter"),
+            pb::MintRequest {
+                max_uses: 1,
+                payload: b"once".to_vec(),
+                ..mint_req("u")
+            },
+        );
+        let token = minter.mint(request).await.unwrap().into_inner().token;
+        assert_eq!(
+            race(&channels, keys.key("proxy"), &token, 64).await,
+            (1, 63),
+            "round {round}"
+        );
+    }
+    a.terminate().await;
+    b.terminate().await;
+}

@@ -1,0 +1,131 @@
+//! Tokens, client keys and payloads never reach a log line or the database.
+
+use crate::support::{
+    Backend, Keys, Process, TestApp, TestDb, channel, check, claim, keyed, mint_req, revoke,
+};
+use tessera::pb::{self, revoke_request::Target, token_authority_client::TokenAuthorityClient};
+
+crate::both_backends!(the_database_holds_no_token_and_no_payload);
+
+const PAYLOAD: &[u8] = b"sk-live-UPSTREAM-SECRET-0042";
+
+async fn the_database_holds_no_token_and_no_payload(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let minted = app
+        .mint(
+            "minter",
+            pb::MintRequest {
+                payload: PAYLOAD.to_vec(),
+                max_uses: 2,
+                ..mint_req("u")
+            },
+        )
+        .await
+        .unwrap();
+    let claimed = app.claim("minter", claim(&minted.token)).await.unwrap();
+    assert_eq!(claimed.payload, PAYLOAD);
+    let rows = app.db.dump().await;
+    assert_eq!(rows.len(), 1);
+    assert_secret_free(&rows[0], &minted.token, &app.keys.all());
+    // Sanity: the dump does hold the grant.
+    let id = minted.grant.unwrap().grant_id;
+    assert!(rows[0].windows(id.len()).any(|w| w == id.as_bytes()));
+}
+
+fn assert_secret_free(haystack: &[u8], token: &str, keys: &[String]) {
+    let contains = |needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
+    // The hint (first 8 characters) is public; the rest of the token is not.
+    assert!(!contains(&token.as_bytes()[8..]), "token found");
+    assert!(!contains(&PAYLOAD[..16]), "payload found");
+    assert!(
+        !contains(hex::encode(PAYLOAD).as_bytes()),
+        "payload (hex) found"
+    );
+    for key in keys {
+        assert!(!contains(&key.as_bytes()[4..]), "client key found");
+    }
+}
+
+/// A full mint / validate / claim / revoke cycle at the most verbose log
+/// level, through the real binary: no log line holds a token, a key or the
+/// payload, in any encoding a log might use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_of_a_full_cycle_hold_no_secret() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let keys = Keys::new();
+    let server = Process::spawn(db.url(), keys.file.path(), "trace").await;
+    let mut client = TokenAuthorityClient::new(channel(server.addr).await);
+    let minted = client
+        .mint(keyed(
+            keys.key("minter"),
+            pb::MintRequest {
+                payload: PAYLOAD.to_vec(),
+                max_uses: 1,
+                ..mint_req("u")
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let token = minted.token.clone();
+    client
+        .validate(keyed(keys.key("proxy"), check(&token)))
+        .await
+        .unwrap();
+    let claimed = client
+        .claim(keyed(keys.key("proxy"), claim(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claimed.payload, PAYLOAD);
+    client
+        .claim(keyed(keys.key("proxy"), claim(&token)))
+        .await
+        .unwrap(); // a replay, denied
+    client
+        .revoke(keyed(
+            keys.key("minter"),
+            revoke(Target::Token(token.clone())),
+        ))
+        .await
+        .unwrap();
+    client
+        .validate(keyed(keys.key("proxy"), check("tsr_garbage")))
+        .await
+        .unwrap();
+    // A failed authentication with a real-looking key.
+    let forged = keyed("tsk_ForgedKeyForgedKeyForgedKey", check(&token));
+    assert!(client.validate(forged).await.is_err());
+
+    let log = server.terminate().await.join("\n");
+    assert!(log.contains("claimed"), "the log is being captured");
+    assert!(
+        log.contains(&minted.grant.unwrap().grant_id),
+        "the log names the grant"
+    );
+    let mut keys = keys.all();
+    keys.push("tsk_ForgedKeyForgedKeyForgedKey".into());
+    assert_secret_free(log.as_bytes(), &token, &keys);
+    use base64_free::b64;
+    assert!(!log.contains(&b64(PAYLOAD)[..20]), "payload (base64) found");
+}
+
+/// Base64 without a dependency: enough to search logs for an encoded payload.
+mod base64_free {
+    pub fn b64(bytes: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+            }
+        }
+        out
+    }
+}

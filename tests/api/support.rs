@@ -1,0 +1,612 @@
+//! Test harness: a fresh database per test, the real server on an ephemeral
+//! port (in this process or as a child process), keyed clients, and a TCP
+//! proxy that can cut the server off from PostgreSQL.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tessera::{
+    app::App,
+    config::{Config, DatabaseConfig, LogFormat},
+    pb::{self, token_authority_client::TokenAuthorityClient},
+    token::ClientKey,
+};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    net::{TcpListener, TcpStream},
+    sync::oneshot,
+    task::JoinHandle,
+};
+use tonic::{
+    Request, Response, Status,
+    metadata::MetadataValue,
+    transport::{Channel, Endpoint},
+};
+
+/// `DATABASE_URL`, or the local PostgreSQL the README and CI use.
+pub fn postgres_url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+fn unique(prefix: &str) -> String {
+    let mut bytes = [0u8; 8];
+    tessera::token::os_random(&mut bytes);
+    format!("{prefix}{}", hex::encode(bytes))
+}
+
+/// A database of its own: a fresh PostgreSQL schema or SQLite file, dropped
+/// with the value.
+pub struct TestDb {
+    pub backend: Backend,
+    url: String,
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> Self {
+        match backend {
+            Backend::Postgres => {
+                let schema = unique("t_");
+                let base = postgres_url();
+                let pool = sqlx::PgPool::connect(&base)
+                    .await
+                    .expect("PostgreSQL at DATABASE_URL (see README)");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+                pool.close().await;
+                let sep = if base.contains('?') { '&' } else { '?' };
+                Self {
+                    backend,
+                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    schema: Some(schema),
+                    _dir: None,
+                }
+            }
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}", dir.path().join("tessera.db").display());
+                Self {
+                    backend,
+                    url,
+                    schema: None,
+                    _dir: Some(dir),
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A URL that reaches this database through `proxy` (PostgreSQL only).
+    pub fn url_via(&self, proxy: SocketAddr) -> String {
+        let rest = self
+            .url
+            .split_once('@')
+            .expect("user@host in DATABASE_URL")
+            .1;
+        let path = &rest[rest.find('/').unwrap()..];
+        let user = self
+            .url
+            .split_once("://")
+            .unwrap()
+            .1
+            .split_once('@')
+            .unwrap()
+            .0;
+        format!("postgres://{user}@{proxy}{path}")
+    }
+
+    /// Every stored byte of the grants table, one string per row, for
+    /// checking that no secret reached the database.
+    pub async fn dump(&self) -> Vec<Vec<u8>> {
+        match self.backend {
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&self.url).await.unwrap();
+                let rows: Vec<(Vec<u8>,)> =
+                    sqlx::query_as("SELECT convert_to(g::text, 'UTF8') || g.sealed_payload || g.token_hash FROM grants g")
+                        .fetch_all(&pool)
+                        .await
+                        .unwrap();
+                pool.close().await;
+                rows.into_iter().map(|r| r.0).collect()
+            }
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&self.url).await.unwrap();
+                let rows: Vec<(Vec<u8>,)> = sqlx::query_as(
+                    "SELECT CAST(grant_id || token_hint || subject || audience || run_id || scopes \
+                     || labels || issued_by AS BLOB) || sealed_payload || token_hash FROM grants",
+                )
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+                pool.close().await;
+                rows.into_iter().map(|r| r.0).collect()
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(schema) = self.schema.take() else {
+            return;
+        };
+        // Drop runs outside async; a short-lived runtime on its own thread
+        // removes the schema.
+        let _ = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    if let Ok(pool) = sqlx::PgPool::connect(&postgres_url()).await {
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP SCHEMA IF EXISTS {schema} CASCADE"
+                        )))
+                        .execute(&pool)
+                        .await;
+                        pool.close().await;
+                    }
+                })
+        })
+        .join();
+    }
+}
+
+/// The clients every keyed test server knows.
+pub const CLIENTS: &[(&str, &[&str])] = &[
+    ("minter", &["mint", "validate", "claim", "revoke"]),
+    ("other", &["mint", "validate", "claim", "revoke"]),
+    ("proxy", &["validate", "claim"]),
+    ("reader", &["validate"]),
+    ("ops", &["admin"]),
+];
+
+/// A clients file with a fresh key per client.
+pub struct Keys {
+    keys: HashMap<&'static str, ClientKey>,
+    pub file: tempfile::NamedTempFile,
+}
+
+impl Keys {
+    pub fn new() -> Self {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let mut keys = HashMap::new();
+        for (id, roles) in CLIENTS {
+            let key = ClientKey::generate();
+            let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+            writeln!(
+                file,
+                "[[clients]]\nid = {id:?}\nkey_sha256 = {:?}\nroles = [{}]\n",
+                key.sha256_hex(),
+                roles.join(", ")
+            )
+            .unwrap();
+            keys.insert(*id, key);
+        }
+        file.flush().unwrap();
+        Self { keys, file }
+    }
+
+    pub fn key(&self, client: &str) -> &str {
+        self.keys[client].expose()
+    }
+
+    pub fn all(&self) -> Vec<String> {
+        self.keys.values().map(|k| k.expose().to_owned()).collect()
+    }
+}
+
+pub struct Options {
+    pub keyed: bool,
+    pub default_ttl: &'static str,
+    pub max_ttl: &'static str,
+    pub retention: &'static str,
+    pub sweep_interval: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            keyed: true,
+            default_ttl: "15m",
+            max_ttl: "30d",
+            retention: "24h",
+            sweep_interval: "60s",
+        }
+    }
+}
+
+pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config {
+    let d = |text| tessera::config::parse_duration(text).unwrap();
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        database: DatabaseConfig {
+            url: url.to_owned(),
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(2),
+        },
+        clients,
+        default_ttl: d(options.default_ttl),
+        max_ttl: d(options.max_ttl),
+        retention: d(options.retention),
+        sweep_interval: d(options.sweep_interval),
+        log_format: LogFormat::Text,
+        no_migrate: false,
+    }
+}
+
+/// A server running in this process, and clients for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub channel: Channel,
+    pub keys: Keys,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+    pub db: TestDb,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, Options::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, options: Options) -> Self {
+        Self::start(TestDb::new(backend).await, Keys::new(), options).await
+    }
+
+    /// Starts a server on `db` (a restart, when `db` served before).
+    pub async fn start(db: TestDb, keys: Keys, options: Options) -> Self {
+        let clients = options.keyed.then(|| keys.file.path().to_owned());
+        let app = App::build(config(db.url(), clients, &options))
+            .await
+            .expect("server starts");
+        let addr = app.local_addr();
+        let (stop, stopped) = oneshot::channel();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            channel: channel(addr).await,
+            keys,
+            stop: Some(stop),
+            server: Some(server),
+            db,
+        }
+    }
+
+    /// Stops the server gracefully and hands back its database and keys.
+    pub async fn stop(mut self) -> (TestDb, Keys) {
+        self.shutdown().await;
+        let backend = self.db.backend;
+        let db = std::mem::replace(
+            &mut self.db,
+            TestDb {
+                backend,
+                url: String::new(),
+                schema: None,
+                _dir: None,
+            },
+        );
+        let keys = std::mem::replace(&mut self.keys, Keys::new());
+        (db, keys)
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn client(&self) -> TokenAuthorityClient<Channel> {
+        TokenAuthorityClient::new(self.channel.clone())
+    }
+
+    /// A request carrying `client`'s key ("" = no key at all).
+    pub fn req<T>(&self, client: &str, message: T) -> Request<T> {
+        if client.is_empty() {
+            Request::new(message)
+        } else {
+            keyed(self.keys.key(client), message)
+        }
+    }
+
+    pub async fn mint(&self, client: &str, m: pb::MintRequest) -> Result<pb::MintResponse, Status> {
+        self.client()
+            .mint(self.req(client, m))
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub async fn validate(
+        &self,
+        client: &str,
+        m: pb::ValidateRequest,
+    ) -> Result<pb::ValidateResponse, Status> {
+        self.client()
+            .validate(self.req(client, m))
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub async fn claim(
+        &self,
+        client: &str,
+        m: pb::ClaimRequest,
+    ) -> Result<pb::ClaimResponse, Status> {
+        self.client()
+            .claim(self.req(client, m))
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub async fn revoke(
+        &self,
+        client: &str,
+        m: pb::RevokeRequest,
+    ) -> Result<pb::RevokeResponse, Status> {
+        self.client()
+            .revoke(self.req(client, m))
+            .await
+            .map(Response::into_inner)
+    }
+
+    pub async fn get(&self, client: &str, grant_id: &str) -> Result<pb::Grant, Status> {
+        let m = pb::GetGrantRequest {
+            grant_id: grant_id.to_owned(),
+        };
+        let response = self.client().get_grant(self.req(client, m)).await?;
+        Ok(response.into_inner().grant.unwrap())
+    }
+
+    pub async fn list(
+        &self,
+        client: &str,
+        m: pb::ListGrantsRequest,
+    ) -> Result<pb::ListGrantsResponse, Status> {
+        self.client()
+            .list_grants(self.req(client, m))
+            .await
+            .map(Response::into_inner)
+    }
+
+    /// Every grant an admin can see, live or not.
+    pub async fn count_all(&self) -> usize {
+        let m = pb::ListGrantsRequest {
+            include_inactive: true,
+            page_size: 1000,
+            ..Default::default()
+        };
+        self.list("ops", m).await.unwrap().grants.len()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A request with `authorization: Bearer <key>`.
+pub fn keyed<T>(key: &str, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    let value = MetadataValue::try_from(format!("Bearer {key}")).unwrap();
+    request.metadata_mut().insert("authorization", value);
+    request
+}
+
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("server accepts connections")
+}
+
+/// A Mint request with the fields most tests need.
+pub fn mint_req(subject: &str) -> pb::MintRequest {
+    pb::MintRequest {
+        subject: subject.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn check(token: &str) -> pb::ValidateRequest {
+    pb::ValidateRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn claim(token: &str) -> pb::ClaimRequest {
+    pb::ClaimRequest {
+        token: token.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn revoke(target: pb::revoke_request::Target) -> pb::RevokeRequest {
+    pb::RevokeRequest {
+        target: Some(target),
+        reason: pb::RevokeReason::Manual as i32,
+    }
+}
+
+/// The `tessera` binary as a child process, with its log lines collected.
+pub struct Process {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Process {
+    pub async fn spawn(url: &str, clients: &std::path::Path, rust_log: &str) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--database-url")
+            .arg(url)
+            .arg("--clients")
+            .arg(clients)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tessera binary runs");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("server logs within 30 s")
+                .unwrap()
+                .expect("server exited before serving");
+            log.lock().unwrap().push(line.clone());
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "serving" {
+                break entry["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        let sink = log.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            addr,
+            child,
+            log,
+            reader,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns every log line.
+    pub async fn terminate(mut self) -> Vec<String> {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: kill(1) via the shell keeps the test free of libc.
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s of SIGTERM")
+            .unwrap();
+        assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+        let _ = (&mut self.reader).await;
+        self.log.lock().unwrap().clone()
+    }
+}
+
+/// A TCP proxy in front of PostgreSQL that a test can cut and restore.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<ProxyState>>,
+    accept: JoinHandle<()>,
+}
+
+struct ProxyState {
+    open: bool,
+    links: Vec<JoinHandle<()>>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(ProxyState {
+            open: true,
+            links: Vec::new(),
+        }));
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if !state.open {
+                    continue; // dropped: the connection is reset at once
+                }
+                state.links.push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        Self {
+            addr,
+            state,
+            accept,
+        }
+    }
+
+    /// Kills every open connection and refuses new ones.
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.open = false;
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().unwrap().open = true;
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The upstream address of `DATABASE_URL`.
+pub async fn postgres_addr() -> SocketAddr {
+    let url = postgres_url();
+    let host_port = url
+        .split_once('@')
+        .unwrap()
+        .1
+        .split(['/', '?'])
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_port = if host_port.contains(':') {
+        host_port
+    } else {
+        format!("{host_port}:5432")
+    };
+    tokio::net::lookup_host(with_port)
+        .await
+        .unwrap()
+        .next()
+        .unwrap()
+}
