@@ -220,12 +220,12 @@ impl<S: Store> Authority<S> {
         &self,
         caller: &Caller,
         check: &Check,
-    ) -> Result<std::result::Result<(Token, Lookup), Denial>> {
+    ) -> Result<std::result::Result<(Token, Lookup), Refusal>> {
         let Ok(token) = Token::parse(&check.token) else {
-            return Ok(Err(Denial::Malformed));
+            return Ok(Err(Refusal::plain(Denial::Malformed, None)));
         };
         let Some(found) = self.store.find(&token.hash()).await? else {
-            return Ok(Err(hide(caller, None, Hidden::NeverMinted)));
+            return Ok(Err(Refusal::hidden(Hidden::NeverMinted, None)));
         };
         let grant = &found.grant;
         let hidden = if grant.revoked_at.is_some() {
@@ -240,18 +240,17 @@ impl<S: Store> Authority<S> {
             None
         };
         if let Some(why) = hidden {
-            return Ok(Err(hide(caller, Some(grant), why)));
+            return Ok(Err(Refusal::hidden(why, Some(grant))));
         }
         if found.expired {
-            return Ok(Err(Denial::Expired));
+            return Ok(Err(Refusal::plain(Denial::Expired, Some(grant))));
         }
-        if let Some(missing) = check
+        if !check
             .required_scopes
             .iter()
-            .find(|scope| !scope_granted(&grant.scopes, scope))
+            .all(|scope| scope_granted(&grant.scopes, scope))
         {
-            debug!(client = %caller.id, grant_id = %grant.grant_id, scope = %missing, "scope missing");
-            return Ok(Err(Denial::ScopeMissing));
+            return Ok(Err(Refusal::plain(Denial::ScopeMissing, Some(grant))));
         }
         Ok(Ok((token, found)))
     }
@@ -259,10 +258,7 @@ impl<S: Store> Authority<S> {
     pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
         let (_, found) = match self.judge(caller, &check).await? {
             Ok(ok) => ok,
-            Err(denial) => {
-                debug!(client = %caller.id, ?denial, "validate denied");
-                return Ok(Validated::Denied(denial));
-            }
+            Err(refusal) => return Ok(Validated::Denied(refusal.log("validate", caller))),
         };
         let mut grant = found.grant;
         let stale = grant
@@ -279,14 +275,11 @@ impl<S: Store> Authority<S> {
     pub async fn claim(&self, caller: &Caller, check: Check) -> Result<Claimed> {
         let (token, found) = match self.judge(caller, &check).await? {
             Ok(ok) => ok,
-            Err(denial) => {
-                info!(client = %caller.id, ?denial, "claim denied");
-                return Ok(Claimed::Denied(denial));
-            }
+            Err(refusal) => return Ok(Claimed::Denied(refusal.log("claim", caller))),
         };
         let Some((grant, sealed)) = self.store.consume(&found.grant.grant_id).await? else {
-            let denial = hide(caller, Some(&found.grant), Hidden::LostRace);
-            return Ok(Claimed::Denied(denial));
+            let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
+            return Ok(Claimed::Denied(refusal.log("claim", caller)));
         };
         let payload = seal::open(&token, &grant.grant_id, &sealed)?;
         info!(
@@ -372,14 +365,45 @@ impl<S: Store> Authority<S> {
     }
 }
 
-/// Logs the real reason and returns what the caller may know.
-fn hide(caller: &Caller, grant: Option<&Grant>, why: Hidden) -> Denial {
-    let grant_id = grant.map_or("", |g| g.grant_id.as_str());
-    match why {
-        Hidden::NeverMinted => debug!(client = %caller.id, ?why, "token unknown"),
-        _ => warn!(client = %caller.id, grant_id, ?why, "token refused"),
+/// A failed check: what the caller is told, and for the log what really
+/// happened and to which grant.
+struct Refusal {
+    denial: Denial,
+    hidden: Option<Hidden>,
+    grant_id: Option<String>,
+}
+
+impl Refusal {
+    fn plain(denial: Denial, grant: Option<&Grant>) -> Self {
+        Self {
+            denial,
+            hidden: None,
+            grant_id: grant.map(|g| g.grant_id.clone()),
+        }
     }
-    Denial::Unknown
+
+    fn hidden(why: Hidden, grant: Option<&Grant>) -> Self {
+        Self {
+            hidden: Some(why),
+            ..Self::plain(Denial::Unknown, grant)
+        }
+    }
+
+    /// One log line per refusal; returns what the caller may know. A real
+    /// grant presented where it must not work (revoked, used up, another
+    /// subject's, outside its audience) is worth a warning; losing a race
+    /// for the last use is ordinary contention.
+    fn log(self, op: &'static str, caller: &Caller) -> Denial {
+        let grant_id = self.grant_id.as_deref().unwrap_or("");
+        let denial = self.denial;
+        match self.hidden {
+            Some(why) if !matches!(why, Hidden::NeverMinted | Hidden::LostRace) => {
+                warn!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused")
+            }
+            why => debug!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused"),
+        }
+        denial
+    }
 }
 
 fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput> {

@@ -33,6 +33,16 @@ enum Command {
         #[arg(required = true, value_enum)]
         roles: Vec<Role>,
     },
+    /// Ask a running server whether it is SERVING; exit 0 if so, 1 if not
+    /// (for container health checks that cannot speak gRPC themselves).
+    Health {
+        /// The server's address.
+        #[arg(long, default_value = "127.0.0.1:50051")]
+        addr: std::net::SocketAddr,
+        /// Service to ask about ("" = the whole server).
+        #[arg(long, default_value = "")]
+        service: String,
+    },
 }
 
 #[tokio::main]
@@ -51,15 +61,38 @@ async fn main() -> anyhow::Result<()> {
             tessera::input::required_id("id", id.clone())?;
             let key = ClientKey::generate();
             let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
-            println!("# Give this key to the client (shown once):");
-            println!("#   {}", key.expose());
+            // The key goes to the terminal only; stdout is the entry to append
+            // to the clients file, which must never hold a key.
+            eprintln!("client key for {id} (shown once, give it to the client):");
+            eprintln!("{}", key.expose());
             println!("[[clients]]");
             println!("id = \"{id}\"");
             println!("key_sha256 = \"{}\"", key.sha256_hex());
             println!("roles = [{}]", roles.join(", "));
             Ok(())
         }
+        Some(Command::Health { addr, service }) => health(addr, service).await,
     }
+}
+
+async fn health(addr: std::net::SocketAddr, service: String) -> anyhow::Result<()> {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+    let timeout = std::time::Duration::from_secs(2);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await?;
+    let status = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(HealthCheckRequest { service })
+        .await?
+        .into_inner()
+        .status();
+    println!("{}", status.as_str_name());
+    if status != ServingStatus::Serving {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

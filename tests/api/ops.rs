@@ -305,3 +305,68 @@ async fn dev_mode_stays_on_loopback() {
         .expect("refused");
     assert!(err.to_string().contains("loopback"), "{err}");
 }
+
+fn tessera(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(args)
+        .output()
+        .expect("tessera runs")
+}
+
+/// `client-key` prints an entry the server accepts, and the key only to the
+/// terminal (stderr), never into the file-bound stdout.
+#[test]
+fn client_key_prints_an_entry_that_admits_the_key() {
+    let out = tessera(&["client-key", "egress-proxy", "claim", "validate"]);
+    assert!(out.status.success());
+    let entry = String::from_utf8(out.stdout).unwrap();
+    let key = String::from_utf8(out.stderr)
+        .unwrap()
+        .split_whitespace()
+        .find(|w| w.starts_with("tsk_"))
+        .expect("the key is printed")
+        .to_owned();
+    assert!(
+        !entry.contains(&key[4..]),
+        "the entry holds only the key's hash"
+    );
+    let clients = tessera::clients::Clients::parse(&entry).unwrap();
+    let caller = clients
+        .authorize(Some(&key), tessera::clients::Role::Claim)
+        .unwrap();
+    assert_eq!(caller.id, "egress-proxy");
+    assert!(
+        clients
+            .authorize(Some(&key), tessera::clients::Role::Mint)
+            .is_err()
+    );
+
+    let bad = tessera(&["client-key", "egress-proxy", "superuser"]);
+    assert!(!bad.status.success());
+}
+
+/// `tessera migrate` prepares a database that a server started with
+/// `--no-migrate` then uses; without it, `--no-migrate` finds no table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_command_and_no_migrate_flag() {
+    for backend in [Backend::Postgres, Backend::Sqlite] {
+        let db = TestDb::new(backend).await;
+        let keys = Keys::new();
+        let mut unmigrated = config(db.url(), Some(keys.file.path().into()), &Options::default());
+        unmigrated.no_migrate = true;
+        let app = TestApp::start_config(db, keys, unmigrated.clone()).await;
+        let err = app.mint("minter", mint_req("u")).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "no table yet: {err:?}");
+        assert_eq!(err.message(), "internal error", "no detail on the wire");
+        let (db, keys) = app.stop().await;
+
+        let out = tessera(&["migrate", "--database-url", db.url()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let app = TestApp::start_config(db, keys, unmigrated).await;
+        assert!(app.mint("minter", mint_req("u")).await.is_ok());
+    }
+}

@@ -277,9 +277,12 @@ impl TestApp {
     /// Starts a server on `db` (a restart, when `db` served before).
     pub async fn start(db: TestDb, keys: Keys, options: Options) -> Self {
         let clients = options.keyed.then(|| keys.file.path().to_owned());
-        let app = App::build(config(db.url(), clients, &options))
-            .await
-            .expect("server starts");
+        let config = config(db.url(), clients, &options);
+        Self::start_config(db, keys, config).await
+    }
+
+    pub async fn start_config(db: TestDb, keys: Keys, config: Config) -> Self {
+        let app = App::build(config).await.expect("server starts");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
