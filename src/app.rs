@@ -13,8 +13,7 @@ use crate::{
     authority::{Authority, Policy},
     clients::Clients,
     config::{Config, DatabaseConfig},
-    grpc::{SERVICE_NAME, Service, TokenAuthorityServer},
-    input::MAX_MESSAGE,
+    grpc::{self, SERVICE_NAME},
     pb,
     store::{PgStore, SqliteStore, Store},
 };
@@ -35,17 +34,9 @@ impl Backend {
     pub fn open(db: &DatabaseConfig) -> anyhow::Result<Self> {
         let url = db.url.as_str();
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(PgStore::connect_lazy(
-                url,
-                db.max_connections,
-                db.acquire_timeout,
-            )?))
+            Ok(Self::Postgres(PgStore::connect_lazy(db)?))
         } else if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteStore::connect_lazy(
-                url,
-                db.max_connections,
-                db.acquire_timeout,
-            )?))
+            Ok(Self::Sqlite(SqliteStore::connect_lazy(db)?))
         } else {
             anyhow::bail!("--database-url must start with postgres://, postgresql:// or sqlite:")
         }
@@ -154,8 +145,7 @@ async fn serve<S: Store + Clone>(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let service = TokenAuthorityServer::new(Service::new(authority, app.clients.clone()))
-        .max_decoding_message_size(MAX_MESSAGE);
+    let service = grpc::server(authority, app.clients.clone());
     let addr = app.local_addr();
     let incoming = TcpIncoming::from(app.listener).with_nodelay(Some(true));
     info!(%addr, database = %crate::config::redact_url(&config.database.url), "serving");

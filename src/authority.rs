@@ -35,8 +35,8 @@ pub struct Policy {
     pub max_ttl: Duration,
 }
 
-/// A Mint request whose fields passed their limits.
-#[derive(Debug)]
+/// A Mint request whose fields passed their limits. No `Debug`: it holds
+/// the plaintext payload.
 pub struct MintSpec {
     pub subject: String,
     pub audience: Vec<String>,
@@ -205,10 +205,11 @@ impl<S: Store> Authority<S> {
         info!(
             client = %caller.id,
             grant_id = %grant.grant_id,
-            run_id = %grant.run_id,
-            subject = %grant.subject,
+            run_id = ?grant.run_id,
+            subject = ?grant.subject,
+            labels = ?grant.labels,
             max_uses = grant.max_uses,
-            ttl_s = ttl.as_secs(),
+            ttl_ms = ttl.as_millis(),
             "minted"
         );
         Ok((token, grant))
@@ -265,8 +266,13 @@ impl<S: Store> Authority<S> {
             .last_used_at
             .is_none_or(|at| found.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
         if stale {
-            self.store.touch(&grant.grant_id, found.now).await?;
-            grant.last_used_at = Some(found.now);
+            // Bookkeeping, not a rule: a failed write must not fail a valid check.
+            match self.store.touch(&grant.grant_id, found.now).await {
+                Ok(()) => grant.last_used_at = Some(found.now),
+                Err(err) => {
+                    warn!(grant_id = %grant.grant_id, error = %err, "last_used_at not recorded")
+                }
+            }
         }
         debug!(client = %caller.id, grant_id = %grant.grant_id, "validated");
         Ok(Validated::Valid(grant))
@@ -281,10 +287,16 @@ impl<S: Store> Authority<S> {
             let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
             return Ok(Claimed::Denied(refusal.log("claim", caller)));
         };
+        // A row whose payload does not open was tampered with in the
+        // database: the use is spent and the caller gets INTERNAL, never the
+        // bytes.
         let payload = seal::open(&token, &grant.grant_id, &sealed)?;
         info!(
             client = %caller.id,
             grant_id = %grant.grant_id,
+            run_id = ?grant.run_id,
+            subject = ?grant.subject,
+            labels = ?grant.labels,
             use_count = grant.use_count,
             max_uses = grant.max_uses,
             "claimed"
@@ -307,7 +319,7 @@ impl<S: Store> Authority<S> {
                 return Err(Error::NotFound);
             }
         }
-        info!(client = %caller.id, target = %describe(&target), reason, revoked, "revoked");
+        info!(client = %caller.id, target = ?Described(&target), reason, revoked, "revoked");
         Ok(revoked)
     }
 
@@ -389,18 +401,16 @@ impl Refusal {
         }
     }
 
-    /// One log line per refusal; returns what the caller may know. A real
-    /// grant presented where it must not work (revoked, used up, another
-    /// subject's, outside its audience) is worth a warning; losing a race
-    /// for the last use is ordinary contention.
+    /// One log line per refusal, naming the real reason; returns what the
+    /// caller may know. Every refusal of one operation logs at the same
+    /// level, so not even the log's cost differs between the hidden reasons.
     fn log(self, op: &'static str, caller: &Caller) -> Denial {
         let grant_id = self.grant_id.as_deref().unwrap_or("");
-        let denial = self.denial;
-        match self.hidden {
-            Some(why) if !matches!(why, Hidden::NeverMinted | Hidden::LostRace) => {
-                warn!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused")
-            }
-            why => debug!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused"),
+        let (denial, why) = (self.denial, self.hidden);
+        if op == "claim" {
+            info!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused");
+        } else {
+            debug!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused");
         }
         denial
     }
@@ -414,12 +424,17 @@ fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput
     }
 }
 
-fn describe(target: &RevokeTarget) -> String {
-    match target {
-        RevokeTarget::Token(_) => "token".to_owned(),
-        RevokeTarget::GrantId(id) => format!("grant_id={id}"),
-        RevokeTarget::RunId(id) => format!("run_id={id}"),
-        RevokeTarget::Subject(id) => format!("subject={id}"),
+/// A revoke target for the log: the token never, caller text quoted.
+struct Described<'a>(&'a RevokeTarget);
+
+impl std::fmt::Debug for Described<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            RevokeTarget::Token(_) => f.write_str("token"),
+            RevokeTarget::GrantId(id) => write!(f, "grant_id={id:?}"),
+            RevokeTarget::RunId(id) => write!(f, "run_id={id:?}"),
+            RevokeTarget::Subject(id) => write!(f, "subject={id:?}"),
+        }
     }
 }
 

@@ -157,23 +157,8 @@ impl Clients {
         Ok(Self { by_key, dev: None })
     }
 
-    /// Authenticates a bearer key and checks the role the call needs. The
-    /// key is checked first: a caller learns nothing about roles without one.
-    pub fn authorize(&self, bearer: Option<&str>, role: Role) -> Result<Arc<Caller>, AuthError> {
-        let caller = match &self.dev {
-            Some(dev) => dev,
-            None => bearer
-                .and_then(|key| self.by_key.get(&key_digest(key)))
-                .ok_or(AuthError::Unauthenticated)?,
-        };
-        if caller.has(role) {
-            Ok(caller.clone())
-        } else {
-            Err(AuthError::PermissionDenied(role))
-        }
-    }
-
-    /// Authenticates a call that any role may make (operator reads).
+    /// Finds the client a bearer key belongs to. Roles are checked per call
+    /// ([`Caller::has`]).
     pub fn authenticate(&self, bearer: Option<&str>) -> Result<Arc<Caller>, AuthError> {
         match &self.dev {
             Some(dev) => Ok(dev.clone()),
@@ -201,21 +186,16 @@ mod tests {
     fn key_then_role() {
         let key = ClientKey::generate();
         let clients = Clients::parse(&file(&key)).unwrap();
-        let caller = clients.authorize(Some(key.expose()), Role::Claim).unwrap();
+        let caller = clients.authenticate(Some(key.expose())).unwrap();
         assert_eq!(caller.id, "proxy");
         assert_eq!(caller.issuer_scope(), Some("proxy"));
+        assert!(caller.has(Role::Claim) && caller.has(Role::Validate));
+        assert!(!caller.has(Role::Mint) && !caller.has(Role::Admin));
         assert_eq!(
-            clients.authorize(Some(key.expose()), Role::Mint),
-            Err(AuthError::PermissionDenied(Role::Mint))
-        );
-        assert_eq!(
-            clients.authorize(Some("tsk_wrong"), Role::Mint),
+            clients.authenticate(Some("tsk_wrong")),
             Err(AuthError::Unauthenticated)
         );
-        assert_eq!(
-            clients.authorize(None, Role::Claim),
-            Err(AuthError::Unauthenticated)
-        );
+        assert_eq!(clients.authenticate(None), Err(AuthError::Unauthenticated));
     }
 
     #[test]
@@ -240,7 +220,8 @@ mod tests {
     #[test]
     fn dev_mode_allows_everything() {
         let clients = Clients::dev();
-        let caller = clients.authorize(None, Role::Admin).unwrap();
+        let caller = clients.authenticate(None).unwrap();
+        assert!(caller.has(Role::Admin) && caller.has(Role::Mint));
         assert_eq!(caller.id, DEV_CLIENT);
         assert_eq!(caller.issuer_scope(), None);
     }

@@ -10,6 +10,10 @@ pub enum LogFormat {
     Json,
 }
 
+/// Upper bound for `--max-ttl` (ten years), far from any overflow of
+/// microsecond timestamps.
+const MAX_MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
+
 /// Everything `tessera serve` needs.
 #[derive(Args, Clone)]
 pub struct Config {
@@ -60,6 +64,10 @@ impl Config {
         anyhow::ensure!(
             self.default_ttl <= self.max_ttl,
             "--default-ttl must not exceed --max-ttl"
+        );
+        anyhow::ensure!(
+            self.max_ttl <= MAX_MAX_TTL,
+            "--max-ttl must be at most 3650d: a token should not outlive its system"
         );
         anyhow::ensure!(
             !self.sweep_interval.is_zero(),
@@ -114,6 +122,11 @@ pub struct DatabaseConfig {
     /// How long a call waits for a database connection before UNAVAILABLE.
     #[arg(long = "db-acquire-timeout", env = "TESSERA_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
     pub acquire_timeout: Duration,
+
+    /// Longest a PostgreSQL statement may run before it is cancelled, so a
+    /// stuck query cannot hold a call (or shutdown) forever.
+    #[arg(long = "db-statement-timeout", env = "TESSERA_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub statement_timeout: Duration,
 }
 
 impl fmt::Debug for DatabaseConfig {
@@ -122,23 +135,43 @@ impl fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
 
-/// Hides the password of `scheme://user:password@host/...`.
+/// Hides the password of `scheme://user:password@host/...` and of a
+/// `password=` query parameter.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => match rest[..at].split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find('/').unwrap_or(rest.len());
+            match rest[..authority_end].rfind('@') {
+                Some(at) => match rest[..at].split_once(':') {
+                    Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+                    None => base.to_owned(),
+                },
+                None => base.to_owned(),
+            }
+        }
+        None => base.to_owned(),
+    };
+    if let Some(query) = query {
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
+    out
 }
 
 /// `500ms`, `30s`, `15m`, `24h`, `30d`.
@@ -194,5 +227,9 @@ mod tests {
             "postgres://postgres@127.0.0.1/postgres"
         );
         assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
+        assert_eq!(
+            redact_url("postgres://u@h/db?sslmode=require&password=hunter2"),
+            "postgres://u@h/db?sslmode=require&password=***"
+        );
     }
 }

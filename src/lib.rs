@@ -17,9 +17,11 @@
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.
+//! - [`bench`]: the load generator behind `tessera bench`.
 
 pub mod app;
 pub mod authority;
+pub mod bench;
 pub mod clients;
 pub mod config;
 pub mod grpc;

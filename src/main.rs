@@ -33,6 +33,8 @@ enum Command {
         #[arg(required = true, value_enum)]
         roles: Vec<Role>,
     },
+    /// Load a running server over gRPC and report throughput and latency.
+    Bench(tessera::bench::BenchArgs),
     /// Ask a running server whether it is SERVING; exit 0 if so, 1 if not
     /// (for container health checks that cannot speak gRPC themselves).
     Health {
@@ -66,12 +68,24 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("client key for {id} (shown once, give it to the client):");
             eprintln!("{}", key.expose());
             println!("[[clients]]");
-            println!("id = \"{id}\"");
+            // Debug quoting escapes `"` and `\` as TOML expects (control
+            // characters were refused above).
+            println!("id = {id:?}");
             println!("key_sha256 = \"{}\"", key.sha256_hex());
             println!("roles = [{}]", roles.join(", "));
             Ok(())
         }
         Some(Command::Health { addr, service }) => health(addr, service).await,
+        Some(Command::Bench(args)) => {
+            let json = args.json;
+            let report = tessera::bench::run(args).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                report.print_text();
+            }
+            Ok(())
+        }
     }
 }
 

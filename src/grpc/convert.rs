@@ -24,11 +24,18 @@ pub fn mint_spec(req: pb::MintRequest) -> input::Result<MintSpec> {
     })
 }
 
-/// A positive protobuf Duration; the upper bound is the authority's policy.
+/// A protobuf Duration of at least a millisecond (the store keeps
+/// microseconds; shorter would be born expired). The upper bound is the
+/// authority's policy.
 fn ttl(ttl: prost_types::Duration) -> input::Result<Duration> {
     match (u64::try_from(ttl.seconds), u32::try_from(ttl.nanos)) {
-        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 && (seconds, nanos) != (0, 0) => {
-            Ok(Duration::new(seconds, nanos))
+        (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => {
+            let ttl = Duration::new(seconds, nanos);
+            if ttl >= Duration::from_millis(1) {
+                Ok(ttl)
+            } else {
+                Err(InvalidInput::new("ttl", "must be at least 1ms"))
+            }
         }
         _ => Err(InvalidInput::new("ttl", "must be a positive duration")),
     }
@@ -177,9 +184,10 @@ mod tests {
     fn ttl_edges() {
         let d = |seconds, nanos| prost_types::Duration { seconds, nanos };
         assert_eq!(ttl(d(60, 0)), Ok(Duration::from_secs(60)));
-        assert_eq!(ttl(d(0, 1)), Ok(Duration::from_nanos(1)));
+        assert_eq!(ttl(d(0, 1_000_000)), Ok(Duration::from_millis(1)));
         for bad in [
             d(0, 0),
+            d(0, 999_999),
             d(-1, 0),
             d(0, -1),
             d(i64::MIN, 0),

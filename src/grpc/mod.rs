@@ -7,34 +7,53 @@ mod status;
 
 use std::sync::Arc;
 
-use tonic::{Request, Response, Status, metadata::MetadataMap};
+use tonic::{
+    Request, Response, Status,
+    metadata::MetadataMap,
+    service::{Interceptor, interceptor::InterceptedService},
+};
+use tracing::info;
 
 use crate::{
     authority::Authority,
-    clients::{Caller, Clients, Role},
+    clients::{AuthError, Caller, Clients, Role},
+    input::MAX_MESSAGE,
     pb::{self, token_authority_server::TokenAuthority},
     store::Store,
 };
 
 pub use pb::token_authority_server::{SERVICE_NAME, TokenAuthorityServer};
 
-/// The `TokenAuthority` service over any store.
-pub struct Service<S> {
+/// The `TokenAuthority` service over any store, behind the key check.
+pub fn server<S: Store>(
     authority: Arc<Authority<S>>,
+    clients: Arc<Clients>,
+) -> InterceptedService<TokenAuthorityServer<Service<S>>, Authenticate> {
+    InterceptedService::new(
+        TokenAuthorityServer::new(Service { authority }).max_decoding_message_size(MAX_MESSAGE),
+        Authenticate { clients },
+    )
+}
+
+/// Checks the bearer key from the headers, before the body is even decoded,
+/// and hands the caller to the handler in the request's extensions.
+#[derive(Clone)]
+pub struct Authenticate {
     clients: Arc<Clients>,
 }
 
-impl<S: Store> Service<S> {
-    pub fn new(authority: Arc<Authority<S>>, clients: Arc<Clients>) -> Self {
-        Self { authority, clients }
-    }
-
-    fn authorize(&self, metadata: &MetadataMap, role: Role) -> Result<Arc<Caller>, Status> {
-        Ok(self.clients.authorize(bearer(metadata), role)?)
-    }
-
-    fn authenticate(&self, metadata: &MetadataMap) -> Result<Arc<Caller>, Status> {
-        Ok(self.clients.authenticate(bearer(metadata))?)
+impl Interceptor for Authenticate {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        match self.clients.authenticate(bearer(request.metadata())) {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                Ok(request)
+            }
+            Err(err) => {
+                info!(reason = %err, "authentication failed");
+                Err(err.into())
+            }
+        }
     }
 }
 
@@ -45,13 +64,33 @@ fn bearer(metadata: &MetadataMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
 }
 
+/// The caller the interceptor authenticated, if it has `role` (`None` =
+/// any role will do).
+fn caller<T>(request: &Request<T>, role: Option<Role>) -> Result<Arc<Caller>, Status> {
+    let caller = request
+        .extensions()
+        .get::<Arc<Caller>>()
+        .cloned()
+        .ok_or(AuthError::Unauthenticated)?;
+    if let Some(role) = role.filter(|&role| !caller.has(role)) {
+        info!(client = %caller.id, role = role.name(), "permission denied");
+        return Err(AuthError::PermissionDenied(role).into());
+    }
+    Ok(caller)
+}
+
+/// The `TokenAuthority` service over any store.
+pub struct Service<S> {
+    authority: Arc<Authority<S>>,
+}
+
 #[tonic::async_trait]
 impl<S: Store> TokenAuthority for Service<S> {
     async fn mint(
         &self,
         request: Request<pb::MintRequest>,
     ) -> Result<Response<pb::MintResponse>, Status> {
-        let caller = self.authorize(request.metadata(), Role::Mint)?;
+        let caller = caller(&request, Some(Role::Mint))?;
         let spec = convert::mint_spec(request.into_inner())?;
         let (token, grant) = self.authority.mint(&caller, spec).await?;
         Ok(Response::new(pb::MintResponse {
@@ -64,7 +103,7 @@ impl<S: Store> TokenAuthority for Service<S> {
         &self,
         request: Request<pb::ValidateRequest>,
     ) -> Result<Response<pb::ValidateResponse>, Status> {
-        let caller = self.authorize(request.metadata(), Role::Validate)?;
+        let caller = caller(&request, Some(Role::Validate))?;
         let check = convert::validate_check(request.into_inner())?;
         let outcome = self.authority.validate(&caller, check).await?;
         Ok(Response::new(outcome.into()))
@@ -74,7 +113,7 @@ impl<S: Store> TokenAuthority for Service<S> {
         &self,
         request: Request<pb::ClaimRequest>,
     ) -> Result<Response<pb::ClaimResponse>, Status> {
-        let caller = self.authorize(request.metadata(), Role::Claim)?;
+        let caller = caller(&request, Some(Role::Claim))?;
         let check = convert::claim_check(request.into_inner())?;
         let outcome = self.authority.claim(&caller, check).await?;
         Ok(Response::new(outcome.into()))
@@ -84,7 +123,7 @@ impl<S: Store> TokenAuthority for Service<S> {
         &self,
         request: Request<pb::RevokeRequest>,
     ) -> Result<Response<pb::RevokeResponse>, Status> {
-        let caller = self.authorize(request.metadata(), Role::Revoke)?;
+        let caller = caller(&request, Some(Role::Revoke))?;
         let (target, reason) = convert::revoke_target(request.into_inner())?;
         let revoked = self.authority.revoke(&caller, target, reason).await?;
         Ok(Response::new(pb::RevokeResponse { revoked }))
@@ -94,7 +133,7 @@ impl<S: Store> TokenAuthority for Service<S> {
         &self,
         request: Request<pb::GetGrantRequest>,
     ) -> Result<Response<pb::GetGrantResponse>, Status> {
-        let caller = self.authenticate(request.metadata())?;
+        let caller = caller(&request, None)?;
         let grant = self
             .authority
             .get(&caller, request.into_inner().grant_id)
@@ -108,7 +147,7 @@ impl<S: Store> TokenAuthority for Service<S> {
         &self,
         request: Request<pb::ListGrantsRequest>,
     ) -> Result<Response<pb::ListGrantsResponse>, Status> {
-        let caller = self.authenticate(request.metadata())?;
+        let caller = caller(&request, None)?;
         let request = request.into_inner();
         let page = self
             .authority

@@ -13,7 +13,7 @@ use super::{
     Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
-use crate::token::TokenHash;
+use crate::{config::DatabaseConfig, token::TokenHash};
 
 /// `tessera_now_us()` is a SQL function from the first migration.
 macro_rules! pg {
@@ -25,22 +25,29 @@ macro_rules! pg {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// One connection of its own for readiness checks, so a pool busy with
+    /// calls does not read as a database that is down.
+    health: PgPool,
 }
 
 impl PgStore {
-    /// Builds a pool; connections are opened on first use, so a replica can
-    /// start (and report NOT_SERVING) while the database is away.
-    pub fn connect_lazy(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let options: PgConnectOptions = url.parse()?;
+    /// Builds the pools; connections are opened on first use, so a replica
+    /// can start (and report NOT_SERVING) while the database is away.
+    pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options: PgConnectOptions = db.url.parse()?;
+        let options = options.application_name("tessera").options([(
+            "statement_timeout",
+            format!("{}ms", db.statement_timeout.as_millis()),
+        )]);
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(options.application_name("tessera"));
-        Ok(Self { pool })
+            .max_connections(db.max_connections)
+            .acquire_timeout(db.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let health = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(db.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Self { pool, health })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -192,11 +199,12 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
     }
 
     async fn close(&self) {
+        self.health.close().await;
         self.pool.close().await;
     }
 }

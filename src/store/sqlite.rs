@@ -19,7 +19,7 @@ use super::{
     Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
-use crate::token::TokenHash;
+use crate::{config::DatabaseConfig, token::TokenHash};
 
 /// SQLite's clock, in unix microseconds (millisecond resolution).
 macro_rules! lite {
@@ -31,25 +31,27 @@ macro_rules! lite {
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// One connection of its own for readiness checks (see `PgStore`).
+    health: SqlitePool,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file named by `url`.
-    pub fn connect_lazy(
-        url: &str,
-        max_connections: u32,
-        acquire_timeout: Duration,
-    ) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(url)?
+    /// Opens (creating if missing) the database file named by the URL.
+    pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(&db.url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(acquire_timeout);
+            .busy_timeout(db.acquire_timeout);
         let pool = SqlitePoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(acquire_timeout)
+            .max_connections(db.max_connections)
+            .acquire_timeout(db.acquire_timeout)
+            .connect_lazy_with(options.clone());
+        let health = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(db.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool })
+        Ok(Self { pool, health })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -201,11 +203,12 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
     }
 
     async fn close(&self) {
+        self.health.close().await;
         self.pool.close().await;
     }
 }

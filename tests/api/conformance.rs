@@ -48,13 +48,15 @@ where
     Fut: Future<Output = ()>,
 {
     let db = TestDb::new(backend).await;
+    let config = tessera::config::DatabaseConfig {
+        url: db.url().to_owned(),
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    };
     let store = match backend {
-        Backend::Postgres => {
-            AnyStore::Pg(PgStore::connect_lazy(db.url(), 4, Duration::from_secs(2)).unwrap())
-        }
-        Backend::Sqlite => {
-            AnyStore::Lite(SqliteStore::connect_lazy(db.url(), 4, Duration::from_secs(2)).unwrap())
-        }
+        Backend::Postgres => AnyStore::Pg(PgStore::connect_lazy(&config).unwrap()),
+        Backend::Sqlite => AnyStore::Lite(SqliteStore::connect_lazy(&config).unwrap()),
     };
     store.migrate().await.unwrap();
     test(store.clone()).await;

@@ -93,6 +93,28 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
         .validate(keyed(keys.key("proxy"), check("tsr_garbage")))
         .await
         .unwrap();
+    // Refusals of a real grant: another subject's, and outside the audience.
+    let bound = pb::MintRequest {
+        payload: PAYLOAD.to_vec(),
+        audience: vec!["proxy".into()],
+        ..mint_req("alice")
+    };
+    let bound = client.mint(keyed(keys.key("minter"), bound)).await.unwrap();
+    let bound = bound.into_inner().token;
+    let foreign = pb::ClaimRequest {
+        subject: "mallory".into(),
+        ..claim(&bound)
+    };
+    let refused = client
+        .claim(keyed(keys.key("proxy"), foreign))
+        .await
+        .unwrap();
+    assert!(!refused.into_inner().claimed);
+    let refused = client
+        .claim(keyed(keys.key("other"), claim(&bound)))
+        .await
+        .unwrap();
+    assert!(!refused.into_inner().claimed);
     // A failed authentication with a real-looking key.
     let forged = keyed("tsk_ForgedKeyForgedKeyForgedKey", check(&token));
     assert!(client.validate(forged).await.is_err());
@@ -106,6 +128,7 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
     let mut keys = keys.all();
     keys.push("tsk_ForgedKeyForgedKeyForgedKey".into());
     assert_secret_free(log.as_bytes(), &token, &keys);
+    assert_secret_free(log.as_bytes(), &bound, &keys);
     use base64_free::b64;
     assert!(!log.contains(&b64(PAYLOAD)[..20]), "payload (base64) found");
 }

@@ -244,6 +244,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
             url: url.to_owned(),
             max_connections: 8,
             acquire_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(5),
         },
         clients,
         default_ttl: d(options.default_ttl),

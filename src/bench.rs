@@ -1,0 +1,460 @@
+//! `tessera bench`: a closed-loop load generator over real gRPC.
+//!
+//! `concurrency` tasks share `connections` HTTP/2 connections; each task
+//! sends its next call as soon as the previous one answered, for
+//! `duration` after a warm-up. Latency is measured per call on the client;
+//! the server's peak RSS is read from /proc when the server runs on this
+//! machine.
+
+use std::{
+    collections::BTreeMap,
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tonic::{Request, metadata::MetadataValue, transport::Channel};
+
+use crate::{
+    config::parse_duration,
+    pb::{self, revoke_request::Target, token_authority_client::TokenAuthorityClient},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Validate,
+    Claim,
+    Mint,
+    /// 70% validate, 20% claim, 8% mint, 2% revoke.
+    Mixed,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    pub target: SocketAddr,
+    #[arg(long, value_enum, default_value = "validate")]
+    pub op: Op,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: usize,
+    /// HTTP/2 connections the calls share.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+    /// Measured time.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before it, under the same load.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Grants to mint first, for validate and claim to use.
+    #[arg(long, default_value_t = 10_000)]
+    pub grants: usize,
+    /// Client key with the mint, validate, claim and revoke roles (none in dev mode).
+    #[arg(long, env = "TESSERA_BENCH_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Server process to read peak RSS from; found by the target port if unset.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub op: Op,
+    pub concurrency: usize,
+    pub connections: usize,
+    pub duration_s: f64,
+    pub calls: u64,
+    pub rps: f64,
+    pub latency_us: Latency,
+    pub outcomes: BTreeMap<String, u64>,
+    pub errors: u64,
+    pub server_rss_kib: Option<u64>,
+    pub server_peak_rss_kib: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// One task's record of the measured window.
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u32>,
+    outcomes: BTreeMap<String, u64>,
+}
+
+#[derive(Clone)]
+struct Caller {
+    client: TokenAuthorityClient<Channel>,
+    auth: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl Caller {
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        if let Some(auth) = &self.auth {
+            request.metadata_mut().insert("authorization", auth.clone());
+        }
+        request
+    }
+
+    async fn mint(&mut self, i: usize) -> Result<String, tonic::Status> {
+        let message = pb::MintRequest {
+            subject: format!("bench-subject-{}", i % 100),
+            run_id: format!("bench-run-{}", i % 1000),
+            scopes: vec!["bench:*".into(), "tool:search".into()],
+            ttl: Some(prost_types::Duration {
+                seconds: 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        Ok(self
+            .client
+            .mint(self.req(message))
+            .await?
+            .into_inner()
+            .token)
+    }
+
+    /// One call of `op`; returns the outcome's name.
+    async fn call(
+        &mut self,
+        op: Op,
+        tokens: &[String],
+        i: usize,
+        minted: &mut Vec<String>,
+    ) -> String {
+        let token = tokens[i % tokens.len()].clone();
+        let required_scopes = vec!["bench:read".to_owned()];
+        let result = match op {
+            Op::Validate => {
+                let m = pb::ValidateRequest {
+                    token,
+                    required_scopes,
+                    ..Default::default()
+                };
+                self.client.validate(self.req(m)).await.map(|r| {
+                    let r = r.into_inner();
+                    if r.valid {
+                        "valid".to_owned()
+                    } else {
+                        denial(r.denial)
+                    }
+                })
+            }
+            Op::Claim => {
+                let m = pb::ClaimRequest {
+                    token,
+                    required_scopes,
+                    ..Default::default()
+                };
+                self.client.claim(self.req(m)).await.map(|r| {
+                    let r = r.into_inner();
+                    if r.claimed {
+                        "claimed".to_owned()
+                    } else {
+                        denial(r.denial)
+                    }
+                })
+            }
+            Op::Mint => self.mint(i).await.map(|t| {
+                minted.push(t);
+                "minted".to_owned()
+            }),
+            Op::Mixed => unreachable!("mixed is resolved per call"),
+        };
+        result.unwrap_or_else(|status| format!("error:{:?}", status.code()))
+    }
+
+    async fn revoke(&mut self, token: String) -> String {
+        let m = pb::RevokeRequest {
+            target: Some(Target::Token(token)),
+            reason: pb::RevokeReason::Manual as i32,
+        };
+        match self.client.revoke(self.req(m)).await {
+            Ok(_) => "revoked".to_owned(),
+            Err(status) => format!("error:{:?}", status.code()),
+        }
+    }
+}
+
+fn denial(code: i32) -> String {
+    let name = pb::Denial::try_from(code).map_or("UNKNOWN_ENUM", |d| d.as_str_name());
+    format!("denied:{}", name.trim_start_matches("DENIAL_"))
+}
+
+/// Which operation the `n`th call of a mixed load is: a fixed 100-call cycle.
+fn mixed(n: usize) -> Option<Op> {
+    match n % 100 {
+        0..70 => Some(Op::Validate),
+        70..90 => Some(Op::Claim),
+        90..98 => Some(Op::Mint),
+        _ => None, // revoke
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    anyhow::ensure!(
+        args.concurrency > 0 && args.connections > 0,
+        "--concurrency and --connections must be positive"
+    );
+    let auth = args
+        .key
+        .as_deref()
+        .map(|key| MetadataValue::try_from(format!("Bearer {key}")))
+        .transpose()
+        .context("--key is not a valid header value")?;
+    let mut callers = Vec::new();
+    for _ in 0..args.connections {
+        let channel = Channel::from_shared(format!("http://{}", args.target))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("connecting to {}", args.target))?;
+        callers.push(Caller {
+            client: TokenAuthorityClient::new(channel)
+                .max_decoding_message_size(crate::input::MAX_MESSAGE),
+            auth: auth.clone(),
+        });
+    }
+
+    let tokens = if args.op == Op::Mint {
+        Vec::new()
+    } else {
+        premint(&args, &callers).await?
+    };
+    let tokens = Arc::new(if tokens.is_empty() {
+        vec![String::new()]
+    } else {
+        tokens
+    });
+
+    let start = Instant::now();
+    let measure_from = start + args.warmup;
+    let end = measure_from + args.duration;
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..args.concurrency)
+        .map(|t| {
+            let mut caller = callers[t % callers.len()].clone();
+            let (tokens, next, op) = (tokens.clone(), next.clone(), args.op);
+            tokio::spawn(async move {
+                let mut tally = Tally::default();
+                let mut minted = Vec::new();
+                loop {
+                    let now = Instant::now();
+                    if now >= end {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let outcome = match op {
+                        Op::Mixed => match mixed(i) {
+                            Some(op) => caller.call(op, &tokens, i, &mut minted).await,
+                            None => match minted.pop() {
+                                Some(token) => caller.revoke(token).await,
+                                None => caller.call(Op::Mint, &tokens, i, &mut minted).await,
+                            },
+                        },
+                        op => caller.call(op, &tokens, i, &mut minted).await,
+                    };
+                    if now >= measure_from {
+                        let took = now.elapsed().as_micros();
+                        tally
+                            .latencies_us
+                            .push(u32::try_from(took).unwrap_or(u32::MAX));
+                        *tally.outcomes.entry(outcome).or_default() += 1;
+                    }
+                    if op == Op::Mint {
+                        minted.clear();
+                    }
+                }
+                tally
+            })
+        })
+        .collect();
+
+    let mut latencies = Vec::new();
+    let mut outcomes = BTreeMap::new();
+    for task in tasks {
+        let tally = task.await?;
+        latencies.extend(tally.latencies_us);
+        for (name, count) in tally.outcomes {
+            *outcomes.entry(name).or_default() += count;
+        }
+    }
+    latencies.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        if latencies.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * latencies.len() as f64).ceil() as usize;
+        u64::from(latencies[rank.clamp(1, latencies.len()) - 1])
+    };
+    let calls = latencies.len() as u64;
+    let errors = outcomes
+        .iter()
+        .filter(|(name, _)| name.starts_with("error:"))
+        .map(|(_, n)| n)
+        .sum();
+    let pid = args
+        .server_pid
+        .or_else(|| pid_listening_on(args.target.port()));
+    let (rss, peak) = pid.map_or((None, None), read_rss);
+    Ok(Report {
+        op: args.op,
+        concurrency: args.concurrency,
+        connections: args.connections,
+        duration_s: args.duration.as_secs_f64(),
+        calls,
+        rps: calls as f64 / args.duration.as_secs_f64(),
+        latency_us: Latency {
+            p50: pct(50.0),
+            p90: pct(90.0),
+            p99: pct(99.0),
+            p999: pct(99.9),
+            max: latencies.last().copied().map_or(0, u64::from),
+        },
+        outcomes,
+        errors,
+        server_rss_kib: rss,
+        server_peak_rss_kib: peak,
+    })
+}
+
+/// Mints `args.grants` tokens with every task at once, showing progress on a terminal.
+async fn premint(args: &BenchArgs, callers: &[Caller]) -> anyhow::Result<Vec<String>> {
+    let total = args.grants.max(1);
+    let done = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..args.concurrency.min(total))
+        .map(|t| {
+            let mut caller = callers[t % callers.len()].clone();
+            let done = done.clone();
+            let share = (t..total).step_by(args.concurrency).collect::<Vec<_>>();
+            tokio::spawn(async move {
+                let mut tokens = Vec::with_capacity(share.len());
+                for i in share {
+                    tokens.push(caller.mint(i).await?);
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok::<_, tonic::Status>(tokens)
+            })
+        })
+        .collect();
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let done = done.clone();
+        tokio::spawn(async move {
+            loop {
+                let n = done.load(Ordering::Relaxed);
+                let filled = n * 30 / total;
+                eprint!(
+                    "\rminting [{}{}] {n}/{total}",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled)
+                );
+                let _ = std::io::stderr().flush();
+                if n >= total {
+                    eprintln!();
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    });
+    let mut tokens = Vec::with_capacity(total);
+    for task in tasks {
+        tokens.extend(task.await?.map_err(|s| {
+            anyhow::anyhow!("pre-minting failed: {} {}", s.code() as i32, s.message())
+        })?);
+    }
+    if let Some(progress) = progress {
+        progress.await?;
+    }
+    Ok(tokens)
+}
+
+/// The process whose listening TCP socket has `port` (Linux /proc).
+fn pid_listening_on(port: u16) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|path| {
+            let table = std::fs::read_to_string(path).ok()?;
+            table.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit(':').next()?;
+                let listening = fields.get(3) == Some(&"0A");
+                (listening && u16::from_str_radix(local_port, 16).ok()? == port)
+                    .then(|| fields.get(9).map(|s| s.to_string()))
+                    .flatten()
+            })
+        })?;
+    let needle = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_str() == Some(&needle)))
+                .then_some(pid)
+        })
+}
+
+/// (VmRSS, VmHWM) in KiB.
+fn read_rss(pid: u32) -> (Option<u64>, Option<u64>) {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+impl Report {
+    pub fn print_text(&self) {
+        println!(
+            "{:?}: {} calls in {:.1}s at {} in flight over {} connections",
+            self.op, self.calls, self.duration_s, self.concurrency, self.connections
+        );
+        println!("  rps      {:.0}", self.rps);
+        let l = &self.latency_us;
+        println!(
+            "  latency  p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
+            l.p50, l.p90, l.p99, l.p999, l.max
+        );
+        for (name, count) in &self.outcomes {
+            println!("  {name:<24} {count}");
+        }
+        println!("  errors   {}", self.errors);
+        match (self.server_rss_kib, self.server_peak_rss_kib) {
+            (Some(rss), Some(peak)) => println!(
+                "  server   RSS {:.1} MiB, peak {:.1} MiB",
+                rss as f64 / 1024.0,
+                peak as f64 / 1024.0
+            ),
+            _ => println!("  server   RSS unknown (not on this machine?)"),
+        }
+    }
+}
