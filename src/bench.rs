@@ -68,6 +68,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Print, as JSON, the PostgreSQL statements each operation runs, and exit.
+    #[arg(long)]
+    pub print_sql: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -83,6 +86,9 @@ pub struct Report {
     pub errors: u64,
     pub server_rss_kib: Option<u64>,
     pub server_peak_rss_kib: Option<u64>,
+    /// Start and end of the measured window, unix milliseconds, so that
+    /// outside tools can match their own samples (CPU, I/O) to it.
+    pub window_unix_ms: [u64; 2],
 }
 
 #[derive(Debug, Serialize)]
@@ -249,8 +255,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     });
 
     let start = Instant::now();
+    let unix_ms = |at: Instant| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        (now + at.saturating_duration_since(Instant::now())).as_millis() as u64
+    };
     let measure_from = start + args.warmup;
     let end = measure_from + args.duration;
+    let window = (unix_ms(measure_from), unix_ms(end));
     let next = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|t| {
@@ -336,6 +349,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         errors,
         server_rss_kib: rss,
         server_peak_rss_kib: peak,
+        window_unix_ms: [window.0, window.1],
     })
 }
 

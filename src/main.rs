@@ -76,6 +76,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Health { addr, service }) => health(addr, service).await,
+        Some(Command::Bench(args)) if args.print_sql => {
+            let statements: std::collections::BTreeMap<_, _> =
+                tessera::store::postgres::HOT_PATH.into_iter().collect();
+            println!("{}", serde_json::to_string_pretty(&statements)?);
+            Ok(())
+        }
         Some(Command::Bench(args)) => {
             let json = args.json;
             let report = tessera::bench::run(args).await?;

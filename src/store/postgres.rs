@@ -22,6 +22,17 @@ macro_rules! pg {
     };
 }
 
+/// The statements each hot RPC runs, in order, for `tessera bench
+/// --print-sql` (bench/compare.py replays them with pgbench).
+pub const HOT_PATH: [(&str, &[&str]); 3] = [
+    ("validate", &[pg!(find)]),
+    ("claim", &[pg!(find), pg!(consume)]),
+    ("mint", &[pg!(insert)]),
+];
+
+/// Idle time after which a pooled connection is pinged before use.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
@@ -42,6 +53,19 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(db.max_connections)
             .acquire_timeout(db.acquire_timeout)
+            // A ping before every query would double the round trips of the
+            // hot path. Only a connection that sat idle long enough to have
+            // been cut (a database restart, a proxy's idle timeout) is
+            // checked; a busy one proves itself with every query.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_AFTER_IDLE {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(options.clone());
         let health = PgPoolOptions::new()
             .max_connections(1)

@@ -46,6 +46,8 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(db.max_connections)
             .acquire_timeout(db.acquire_timeout)
+            // A connection to a local file does not drop: no ping before use.
+            .test_before_acquire(false)
             .connect_lazy_with(options.clone());
         let health = SqlitePoolOptions::new()
             .max_connections(1)
