@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use crate::{
     authority::{Authority, Policy},
+    cache::GrantCache,
     clients::Clients,
     config::{Config, DatabaseConfig},
     grpc::{self, SERVICE_NAME},
@@ -109,18 +110,21 @@ async fn serve<S: Store + Clone>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     let config = &app.config;
+    let cache = (config.cache_capacity > 0)
+        .then(|| Arc::new(GrantCache::new(config.cache_max_age, config.cache_capacity)));
     let authority = Arc::new(Authority::new(
         store.clone(),
         Policy {
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
         },
+        cache.clone(),
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
     set_readiness(&reporter, ServingStatus::NotServing).await;
 
     let (stop, stopped) = watch::channel(());
-    let background = [
+    let mut background = vec![
         tokio::spawn(watch_readiness(
             store.clone(),
             reporter.clone(),
@@ -130,9 +134,12 @@ async fn serve<S: Store + Clone>(
             store.clone(),
             config.retention,
             config.sweep_interval,
-            stopped,
+            stopped.clone(),
         )),
     ];
+    if let Some(cache) = cache {
+        background.push(tokio::spawn(invalidate(store.clone(), cache, stopped)));
+    }
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -217,6 +224,14 @@ async fn watch_readiness<S: Store>(
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stopped.changed() => return,
         }
+    }
+}
+
+/// Feeds the store's invalidations to the cache until shutdown.
+async fn invalidate<S: Store>(store: S, cache: Arc<GrantCache>, mut stopped: watch::Receiver<()>) {
+    tokio::select! {
+        _ = store.listen(move |event| cache.apply(event)) => {}
+        _ = stopped.changed() => {}
     }
 }
 

@@ -15,17 +15,19 @@
 
 use std::{
     collections::BTreeMap,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tracing::{debug, info, warn};
 
 use crate::{
+    cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
     seal::{self, Unsealable},
     store::{Grant, ListQuery, Lookup, NewGrant, RevokeTarget, Store, StoreError},
-    token::{GrantId, Token},
+    token::{GrantId, Token, TokenHash},
 };
 
 /// TTL policy, from the configuration.
@@ -56,6 +58,8 @@ pub struct Check {
     pub required_scopes: Vec<String>,
     /// The principal the caller acts for; `None` = no subject binding.
     pub subject: Option<String>,
+    /// May be answered from this replica's cache (BOUNDED Validate).
+    pub bounded: bool,
 }
 
 impl std::fmt::Debug for Check {
@@ -64,6 +68,7 @@ impl std::fmt::Debug for Check {
             .field("token", &"<redacted>")
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
+            .field("bounded", &self.bounded)
             .finish()
     }
 }
@@ -162,11 +167,17 @@ pub fn scope_granted(granted: &[String], required: &str) -> bool {
 pub struct Authority<S> {
     store: S,
     policy: Policy,
+    /// For BOUNDED Validate; `None` when disabled.
+    cache: Option<Arc<GrantCache>>,
 }
 
 impl<S: Store> Authority<S> {
-    pub fn new(store: S, policy: Policy) -> Self {
-        Self { store, policy }
+    pub fn new(store: S, policy: Policy, cache: Option<Arc<GrantCache>>) -> Self {
+        Self {
+            store,
+            policy,
+            cache,
+        }
     }
 
     pub fn store(&self) -> &S {
@@ -225,7 +236,7 @@ impl<S: Store> Authority<S> {
         let Ok(token) = Token::parse(&check.token) else {
             return Ok(Err(Refusal::plain(Denial::Malformed, None)));
         };
-        let Some(found) = self.store.find(&token.hash()).await? else {
+        let Some(found) = self.find(&token.hash(), check.bounded).await? else {
             return Ok(Err(Refusal::hidden(Hidden::NeverMinted, None)));
         };
         let grant = &found.grant;
@@ -256,8 +267,25 @@ impl<S: Store> Authority<S> {
         Ok(Ok((token, found)))
     }
 
+    /// The grant behind a token hash: from the cache when `bounded` allows
+    /// and it has it, else from the database (filling the cache).
+    async fn find(&self, hash: &TokenHash, bounded: bool) -> Result<Option<Lookup>> {
+        let (true, Some(cache)) = (bounded, &self.cache) else {
+            return Ok(self.store.find(hash).await?);
+        };
+        let ticket = match cache.get(hash) {
+            Ok(hit) => return Ok(Some(hit)),
+            Err(ticket) => ticket,
+        };
+        let found = self.store.find(hash).await?;
+        if let Some(ticket) = ticket {
+            cache.fill(*hash, found.as_ref(), ticket);
+        }
+        Ok(found)
+    }
+
     pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
-        let (_, found) = match self.judge(caller, &check).await? {
+        let (token, found) = match self.judge(caller, &check).await? {
             Ok(ok) => ok,
             Err(refusal) => return Ok(Validated::Denied(refusal.log("validate", caller))),
         };
@@ -268,7 +296,12 @@ impl<S: Store> Authority<S> {
         if stale {
             // Bookkeeping, not a rule: a failed write must not fail a valid check.
             match self.store.touch(&grant.grant_id, found.now).await {
-                Ok(()) => grant.last_used_at = Some(found.now),
+                Ok(()) => {
+                    grant.last_used_at = Some(found.now);
+                    if let Some(cache) = &self.cache {
+                        cache.touched(&token.hash(), found.now);
+                    }
+                }
                 Err(err) => {
                     warn!(grant_id = %grant.grant_id, error = %err, "last_used_at not recorded")
                 }
@@ -287,6 +320,11 @@ impl<S: Store> Authority<S> {
             let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
             return Ok(Claimed::Denied(refusal.log("claim", caller)));
         };
+        // This replica's BOUNDED answers see the new use count at once;
+        // others learn of the last use from the database's notification.
+        if let Some(cache) = &self.cache {
+            cache.invalidate(&token.hash());
+        }
         // A row whose payload does not open was tampered with in the
         // database: the use is spent and the caller gets INTERNAL, never the
         // bytes.
@@ -313,6 +351,14 @@ impl<S: Store> Authority<S> {
             Target::Subject(id) => RevokeTarget::Subject(id),
         };
         let revoked = self.store.revoke(&target, scope, reason).await?;
+        if let Some(cache) = &self.cache {
+            match &target {
+                RevokeTarget::Token(hash) => cache.invalidate(hash),
+                RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
+                RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
+                RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
+            }
+        }
         if let RevokeTarget::GrantId(id) = &target {
             // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
             if revoked == 0 && self.store.get(id, scope).await?.is_none() {

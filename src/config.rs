@@ -45,6 +45,16 @@ pub struct Config {
     #[arg(long, env = "TESSERA_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
+    /// Longest a BOUNDED Validate may answer from memory, even if the
+    /// notification of a revoke was lost.
+    #[arg(long, env = "TESSERA_CACHE_MAX_AGE", default_value = "2s", value_parser = parse_duration)]
+    pub cache_max_age: Duration,
+
+    /// Grants kept for BOUNDED Validate; 0 turns the cache off (BOUNDED
+    /// then asks the database like FULL).
+    #[arg(long, env = "TESSERA_CACHE_CAPACITY", default_value_t = 100_000)]
+    pub cache_capacity: usize,
+
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -93,6 +103,8 @@ impl fmt::Debug for Config {
             .field("max_ttl", &self.max_ttl)
             .field("retention", &self.retention)
             .field("sweep_interval", &self.sweep_interval)
+            .field("cache_max_age", &self.cache_max_age)
+            .field("cache_capacity", &self.cache_capacity)
             .field("log_format", &self.log_format)
             .field("no_migrate", &self.no_migrate)
             .finish()

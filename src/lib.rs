@@ -13,6 +13,7 @@
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
 //! - [`authority`]: the domain rules — denials, audience, subject, issuer, scopes, TTL.
+//! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
@@ -22,6 +23,7 @@
 pub mod app;
 pub mod authority;
 pub mod bench;
+pub mod cache;
 pub mod clients;
 pub mod config;
 pub mod grpc;

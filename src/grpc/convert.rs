@@ -41,21 +41,35 @@ fn ttl(ttl: prost_types::Duration) -> input::Result<Duration> {
     }
 }
 
-fn check(token: String, required_scopes: Vec<String>, subject: String) -> input::Result<Check> {
+fn check(
+    token: String,
+    required_scopes: Vec<String>,
+    subject: String,
+    bounded: bool,
+) -> input::Result<Check> {
     input::token("token", &token)?;
     Ok(Check {
         token,
         required_scopes: input::scopes("required_scopes", required_scopes)?,
         subject: input::optional_id("subject", subject)?,
+        bounded,
     })
 }
 
 pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
-    check(req.token, req.required_scopes, req.subject)
+    let bounded = match pb::Consistency::try_from(req.consistency) {
+        Ok(pb::Consistency::Full) => false,
+        Ok(pb::Consistency::Bounded) => true,
+        Err(_) => {
+            return Err(InvalidInput::new("consistency", "must be FULL or BOUNDED"));
+        }
+    };
+    check(req.token, req.required_scopes, req.subject, bounded)
 }
 
+/// Claim always asks the database: its compare-and-set is the point.
 pub fn claim_check(req: pb::ClaimRequest) -> input::Result<Check> {
-    check(req.token, req.required_scopes, req.subject)
+    check(req.token, req.required_scopes, req.subject, false)
 }
 
 pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, i32)> {

@@ -45,6 +45,7 @@ impl fmt::Debug for pb::ValidateRequest {
             .field("token", &REDACTED)
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
+            .field("consistency", &self.consistency)
             .finish()
     }
 }

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
-use crate::token::TokenHash;
+use crate::{cache::Invalidation, token::TokenHash};
 
 pub mod postgres;
 mod sql;
@@ -196,6 +196,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// Cheapest round trip that proves the database answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
+
+    /// Reports, for as long as it runs, every grant another replica (or
+    /// this one) ended early, and whether such reports may have been missed.
+    /// Starts with `Resumed` once reports flow.
+    fn listen(
+        &self,
+        on: impl Fn(Invalidation) + Send + Sync + 'static,
+    ) -> impl Future<Output = ()> + Send;
 
     /// Closes the pool, waiting for connections in use to be returned.
     fn close(&self) -> impl Future<Output = ()> + Send;

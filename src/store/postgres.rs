@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::{
     PgPool, Row,
     migrate::{Migration, MigrationType, Migrator},
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
     types::Json,
 };
 
@@ -13,7 +13,9 @@ use super::{
     Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
-use crate::{config::DatabaseConfig, token::TokenHash};
+use tracing::warn;
+
+use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
 
 /// `tessera_now_us()` is a SQL function from the first migration.
 macro_rules! pg {
@@ -79,6 +81,33 @@ impl PgStore {
     }
 }
 
+/// The channel the `grants_ended` trigger notifies (migration 0002).
+const CHANNEL: &str = "tessera_grants";
+
+impl PgStore {
+    /// Listens until the connection is lost (`Ok`) or cannot be set up.
+    async fn listen_once(
+        &self,
+        on: &impl Fn(Invalidation),
+    ) -> std::result::Result<(), sqlx::Error> {
+        let mut listener = PgListener::connect_with(&self.pool).await?;
+        listener.listen(CHANNEL).await?;
+        on(Invalidation::Resumed);
+        while let Some(notification) = listener.try_recv().await? {
+            let mut hash = [0u8; 32];
+            match hex::decode_to_slice(notification.payload(), &mut hash) {
+                Ok(()) => on(Invalidation::Grant(TokenHash(hash))),
+                // Not ours to parse: forget everything rather than risk staleness.
+                Err(_) => {
+                    on(Invalidation::Lost);
+                    on(Invalidation::Resumed);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
     Ok(Grant {
         grant_id: row.try_get("grant_id")?,
@@ -102,13 +131,27 @@ fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         use sqlx::SqlSafeStr;
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "grants".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/postgres/0001_grants.sql").into_sql_str(),
-            false,
-        )]);
+        let migration = |version, name: &'static str, sql: &'static str| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        let migrator = Migrator::with_migrations(vec![
+            migration(
+                1,
+                "grants",
+                include_str!("../../migrations/postgres/0001_grants.sql"),
+            ),
+            migration(
+                2,
+                "invalidate",
+                include_str!("../../migrations/postgres/0002_invalidate.sql"),
+            ),
+        ]);
         migrator.run(&self.pool).await?;
         Ok(())
     }
@@ -225,6 +268,17 @@ impl Store for PgStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
+    }
+
+    async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
+        loop {
+            match self.listen_once(&on).await {
+                Ok(()) => warn!("invalidation listener lost its connection; reconnecting"),
+                Err(err) => warn!(error = %err, "invalidation listener failed; retrying"),
+            }
+            on(Invalidation::Lost);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 
     async fn close(&self) {

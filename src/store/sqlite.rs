@@ -19,7 +19,7 @@ use super::{
     Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
-use crate::{config::DatabaseConfig, token::TokenHash};
+use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
 
 /// SQLite's clock, in unix microseconds (millisecond resolution).
 macro_rules! lite {
@@ -207,6 +207,14 @@ impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.health).await?;
         Ok(())
+    }
+
+    /// One process owns the file in practice: its own changes invalidate
+    /// its cache directly, and nothing else announces changes. Other
+    /// processes sharing the file see them within `--cache-max-age`.
+    async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
+        on(Invalidation::Resumed);
+        std::future::pending::<()>().await;
     }
 
     async fn close(&self) {

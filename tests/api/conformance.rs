@@ -3,6 +3,7 @@
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tessera::{
+    cache::Invalidation,
     store::{Grant, ListQuery, NewGrant, PgStore, RevokeTarget, SqliteStore, Store},
     token::{GrantId, Token},
 };
@@ -38,6 +39,7 @@ conformance!(
     list_orders_filters_and_counts,
     sweep_deletes_only_past_retention,
     touch_writes_at_most_once_per_interval,
+    listen_announces_grants_ended_early,
 );
 
 /// Runs `test` against a migrated store of `backend` (generic over the
@@ -117,6 +119,9 @@ impl Store for AnyStore {
     }
     async fn ping(&self) -> tessera::store::Result<()> {
         dispatch!(self, s => s.ping().await)
+    }
+    async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
+        dispatch!(self, s => s.listen(on).await)
     }
     async fn close(&self) {
         dispatch!(self, s => s.close().await)
@@ -357,4 +362,59 @@ async fn touch_writes_at_most_once_per_interval(store: AnyStore) {
     assert_eq!(last_used().await, Some(t0), "within the interval: no write");
     store.touch(&g.grant_id, t0 + minute + 1).await.unwrap();
     assert_eq!(last_used().await, Some(t0 + minute + 1));
+}
+
+async fn listen_announces_grants_ended_early(store: AnyStore) {
+    // SQLite opts out of announcing: one process owns the file, and its
+    // authority invalidates its own cache directly.
+    let announces = matches!(store, AnyStore::Pg(_));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .listen(move |event| {
+                    let _ = tx.send(event);
+                })
+                .await
+        })
+    };
+    assert_eq!(next(&mut rx).await, Some(Invalidation::Resumed));
+
+    let (revoked_token, revoked) = new_grant("m", "r", 0, HOUR);
+    let (used_token, used) = new_grant("m", "r", 2, HOUR);
+    for g in [&revoked, &used] {
+        store.insert(g).await.unwrap();
+    }
+    store.consume(&used.grant_id).await.unwrap().unwrap(); // not the last use: no news
+    store
+        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .await
+        .unwrap();
+    store.consume(&used.grant_id).await.unwrap().unwrap(); // the last use
+    if announces {
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            // Other tests share the channel; keep only this test's grants.
+            match next(&mut rx).await.expect("announced within 5 s") {
+                Invalidation::Grant(h) if h == revoked_token.hash() || h == used_token.hash() => {
+                    seen.push(h)
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(
+            seen,
+            [revoked_token.hash(), used_token.hash()],
+            "in commit order, once each"
+        );
+    }
+    listener.abort();
+}
+
+async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Invalidation>) -> Option<Invalidation> {
+    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .ok()
+        .flatten()
 }

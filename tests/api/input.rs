@@ -247,6 +247,7 @@ async fn bad_checks_and_revokes(backend: Backend) {
             token: request.token.clone(),
             required_scopes: request.required_scopes.clone(),
             subject: request.subject.clone(),
+            ..Default::default()
         };
         let err = app.validate("minter", v).await.unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 mod support;
 
 mod auth;
+mod cache;
 mod conformance;
 mod input;
 mod ops;

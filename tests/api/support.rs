@@ -180,10 +180,11 @@ pub const CLIENTS: &[(&str, &[&str])] = &[
     ("ops", &["admin"]),
 ];
 
-/// A clients file with a fresh key per client.
+/// A clients file with a fresh key per client (shared by replicas).
+#[derive(Clone)]
 pub struct Keys {
-    keys: HashMap<&'static str, ClientKey>,
-    pub file: tempfile::NamedTempFile,
+    keys: Arc<HashMap<&'static str, ClientKey>>,
+    pub file: Arc<tempfile::NamedTempFile>,
 }
 
 impl Keys {
@@ -204,7 +205,10 @@ impl Keys {
             keys.insert(*id, key);
         }
         file.flush().unwrap();
-        Self { keys, file }
+        Self {
+            keys: Arc::new(keys),
+            file: Arc::new(file),
+        }
     }
 
     pub fn key(&self, client: &str) -> &str {
@@ -222,6 +226,7 @@ pub struct Options {
     pub max_ttl: &'static str,
     pub retention: &'static str,
     pub sweep_interval: &'static str,
+    pub cache_max_age: &'static str,
 }
 
 impl Default for Options {
@@ -232,6 +237,7 @@ impl Default for Options {
             max_ttl: "30d",
             retention: "24h",
             sweep_interval: "60s",
+            cache_max_age: "2s",
         }
     }
 }
@@ -251,6 +257,8 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         max_ttl: d(options.max_ttl),
         retention: d(options.retention),
         sweep_interval: d(options.sweep_interval),
+        cache_max_age: d(options.cache_max_age),
+        cache_capacity: 10_000,
         log_format: LogFormat::Text,
         no_migrate: false,
     }
@@ -297,6 +305,17 @@ impl TestApp {
             server: Some(server),
             db,
         }
+    }
+
+    /// Another server on the same database, with the same clients.
+    pub async fn replica(&self, options: Options) -> Self {
+        let db = TestDb {
+            backend: self.db.backend,
+            url: self.db.url.clone(),
+            schema: None, // the first server's TestDb cleans up
+            _dir: None,
+        };
+        Self::start(db, self.keys.clone(), options).await
     }
 
     /// Stops the server gracefully and hands back its database and keys.
