@@ -35,6 +35,16 @@ pub enum Op {
     Mint,
     /// 70% validate, 20% claim, 8% mint, 2% revoke.
     Mixed,
+    /// How long a revoke on `--target` takes to show in BOUNDED Validates
+    /// on `--replica`; latencies are those delays.
+    Propagation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    Full,
+    Bounded,
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +66,12 @@ pub struct BenchArgs {
     /// Unmeasured time before it, under the same load.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Consistency of the Validate calls.
+    #[arg(long, value_enum, default_value = "full")]
+    pub consistency: Consistency,
+    /// A second server on the same database (for `--op propagation`).
+    #[arg(long)]
+    pub replica: Option<SocketAddr>,
     /// Grants to mint first, for validate and claim to use.
     #[arg(long, default_value_t = 10_000)]
     pub grants: usize,
@@ -111,6 +127,7 @@ struct Tally {
 struct Caller {
     client: TokenAuthorityClient<Channel>,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
+    consistency: pb::Consistency,
 }
 
 impl Caller {
@@ -156,6 +173,7 @@ impl Caller {
                 let m = pb::ValidateRequest {
                     token,
                     required_scopes,
+                    consistency: self.consistency as i32,
                     ..Default::default()
                 };
                 self.client.validate(self.req(m)).await.map(|r| {
@@ -186,7 +204,7 @@ impl Caller {
                 minted.push(t);
                 "minted".to_owned()
             }),
-            Op::Mixed => unreachable!("mixed is resolved per call"),
+            Op::Mixed | Op::Propagation => unreachable!("resolved before the call"),
         };
         result.unwrap_or_else(|status| format!("error:{:?}", status.code()))
     }
@@ -229,18 +247,38 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         .map(|key| MetadataValue::try_from(format!("Bearer {key}")))
         .transpose()
         .context("--key is not a valid header value")?;
+    let consistency = match args.consistency {
+        Consistency::Full => pb::Consistency::Full,
+        Consistency::Bounded => pb::Consistency::Bounded,
+    };
+    let connect = |target: SocketAddr| {
+        let auth = auth.clone();
+        async move {
+            let channel = Channel::from_shared(format!("http://{target}"))?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {target}"))?;
+            anyhow::Ok(Caller {
+                client: TokenAuthorityClient::new(channel)
+                    .max_decoding_message_size(crate::input::MAX_MESSAGE),
+                auth,
+                consistency,
+            })
+        }
+    };
     let mut callers = Vec::new();
     for _ in 0..args.connections {
-        let channel = Channel::from_shared(format!("http://{}", args.target))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {}", args.target))?;
-        callers.push(Caller {
-            client: TokenAuthorityClient::new(channel)
-                .max_decoding_message_size(crate::input::MAX_MESSAGE),
-            auth: auth.clone(),
-        });
+        callers.push(connect(args.target).await?);
+    }
+    if args.op == Op::Propagation {
+        let replica = args.replica.context("--op propagation needs --replica")?;
+        let on_replica = Caller {
+            consistency: pb::Consistency::Bounded,
+            ..connect(replica).await?
+        };
+        let delays = propagation(&args, callers.swap_remove(0), on_replica).await?;
+        return Ok(report(&args, delays, BTreeMap::new(), None));
     }
 
     let tokens = if args.op == Op::Mint {
@@ -313,6 +351,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             *outcomes.entry(name).or_default() += count;
         }
     }
+    Ok(report(&args, latencies, outcomes, Some(window)))
+}
+
+fn report(
+    args: &BenchArgs,
+    mut latencies: Vec<u32>,
+    outcomes: BTreeMap<String, u64>,
+    window: Option<(u64, u64)>,
+) -> Report {
     latencies.sort_unstable();
     let pct = |p: f64| -> u64 {
         if latencies.is_empty() {
@@ -331,7 +378,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         .server_pid
         .or_else(|| pid_listening_on(args.target.port()));
     let (rss, peak) = pid.map_or((None, None), read_rss);
-    Ok(Report {
+    let window = window.unwrap_or_default();
+    Report {
         op: args.op,
         concurrency: args.concurrency,
         connections: args.connections,
@@ -350,7 +398,51 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         server_rss_kib: rss,
         server_peak_rss_kib: peak,
         window_unix_ms: [window.0, window.1],
-    })
+    }
+}
+
+/// Mint on the target, cache it on the replica, revoke on the target, then
+/// ask the replica (BOUNDED) until it refuses: the delay after the revoke
+/// was acknowledged, in microseconds, once per round for `--duration`.
+async fn propagation(
+    args: &BenchArgs,
+    mut target: Caller,
+    mut replica: Caller,
+) -> anyhow::Result<Vec<u32>> {
+    let end = Instant::now() + args.duration;
+    let mut delays = Vec::new();
+    let mut minted = Vec::new();
+    let mut round = 0;
+    while Instant::now() < end {
+        round += 1;
+        let token = target.mint(round).await?;
+        for _ in 0..2 {
+            let outcome = replica
+                .call(Op::Validate, std::slice::from_ref(&token), 0, &mut minted)
+                .await;
+            anyhow::ensure!(
+                outcome == "valid",
+                "replica does not see a fresh grant: {outcome}"
+            );
+        }
+        let revoked = target.revoke(token.clone()).await;
+        anyhow::ensure!(revoked == "revoked", "revoke failed: {revoked}");
+        let acknowledged = Instant::now();
+        loop {
+            let outcome = replica
+                .call(Op::Validate, std::slice::from_ref(&token), 0, &mut minted)
+                .await;
+            if outcome != "valid" {
+                break;
+            }
+            anyhow::ensure!(
+                acknowledged.elapsed() < Duration::from_secs(30),
+                "revoke never reached the replica"
+            );
+        }
+        delays.push(u32::try_from(acknowledged.elapsed().as_micros()).unwrap_or(u32::MAX));
+    }
+    Ok(delays)
 }
 
 /// Mints `args.grants` tokens with every task at once, showing progress on a terminal.
@@ -448,6 +540,18 @@ fn read_rss(pid: u32) -> (Option<u64>, Option<u64>) {
 
 impl Report {
     pub fn print_text(&self) {
+        if self.op == Op::Propagation {
+            println!(
+                "Propagation: {} revokes in {:.1}s, each polled on the replica until refused",
+                self.calls, self.duration_s
+            );
+            let l = &self.latency_us;
+            println!(
+                "  visible after  p50 {} us  p90 {} us  p99 {} us  p99.9 {} us  max {} us",
+                l.p50, l.p90, l.p99, l.p999, l.max
+            );
+            return;
+        }
         println!(
             "{:?}: {} calls in {:.1}s at {} in flight over {} connections",
             self.op, self.calls, self.duration_s, self.concurrency, self.connections
