@@ -19,6 +19,9 @@ use crate::{
     store::{PgStore, SqliteStore, Store},
 };
 
+/// The health service name that reports the process, whatever the database.
+pub const LIVENESS: &str = "liveness";
+
 /// How often readiness asks the database, and how long it waits for the
 /// answer: a dead database shows as NOT_SERVING within two intervals.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
@@ -122,6 +125,11 @@ async fn serve<S: Store + Clone>(
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
     set_readiness(&reporter, ServingStatus::NotServing).await;
+    // Liveness answers for the process, not the database: an outage must
+    // not make Kubernetes restart every replica.
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
 
     let (stop, stopped) = watch::channel(());
     let mut background = vec![
@@ -152,27 +160,49 @@ async fn serve<S: Store + Clone>(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
     };
-    let service = grpc::server(authority, app.clients.clone());
+    let limits = &config.limits;
+    let service = grpc::server(authority, app.clients.clone(), limits.max_in_flight);
     let addr = app.local_addr();
     let incoming = TcpIncoming::from(app.listener).with_nodelay(Some(true));
     info!(%addr, database = %crate::config::redact_url(&config.database.url), "serving");
 
-    let result = Server::builder()
+    // Shutdown: readiness turns NOT_SERVING first, then the server stops
+    // accepting and lets calls in flight finish, for at most the grace period.
+    let (stopping, mut grace) = watch::channel(false);
+    let server = Server::builder()
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .http2_max_header_list_size(limits.http2_max_header_list_size)
+        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_resets))
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, async {
             shutdown.await;
+            set_readiness(&reporter, ServingStatus::NotServing).await;
             info!("shutting down: refusing new calls, finishing calls in flight");
             drop(stop);
-            set_readiness(&reporter, ServingStatus::NotServing).await;
-        })
-        .await;
+            let _ = stopping.send(true);
+        });
+    let grace_period = limits.shutdown_grace;
+    let result = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        _ = async {
+            let _ = grace.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace_period).await;
+        } => {
+            warn!(grace = ?grace_period, "calls still in flight after the grace period; exiting");
+            Ok(())
+        }
+    };
     for task in background {
         stop_task(task).await;
     }
-    store.close().await;
+    // Connections a call still holds are not waited for past the grace period.
+    let _ = tokio::time::timeout(grace_period, store.close()).await;
     info!("stopped");
     result.context("serving gRPC")
 }

@@ -24,6 +24,9 @@ pub struct Config {
     #[command(flatten)]
     pub database: DatabaseConfig,
 
+    #[command(flatten)]
+    pub limits: Limits,
+
     /// Clients file (TOML). Without one the server runs in dev mode: every
     /// call is allowed as client `dev`.
     #[arg(long, env = "TESSERA_CLIENTS")]
@@ -76,6 +79,10 @@ impl Config {
             "--default-ttl must not exceed --max-ttl"
         );
         anyhow::ensure!(
+            self.limits.max_in_flight > 0,
+            "--max-in-flight must be positive"
+        );
+        anyhow::ensure!(
             self.max_ttl <= MAX_MAX_TTL,
             "--max-ttl must be at most 3650d: a token should not outlive its system"
         );
@@ -98,6 +105,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("database", &self.database)
+            .field("limits", &self.limits)
             .field("clients", &self.clients)
             .field("default_ttl", &self.default_ttl)
             .field("max_ttl", &self.max_ttl)
@@ -109,6 +117,49 @@ impl fmt::Debug for Config {
             .field("no_migrate", &self.no_migrate)
             .finish()
     }
+}
+
+/// What the server takes on at once, and for how long: overload protection
+/// and HTTP/2 limits.
+#[derive(Args, Clone, Debug)]
+pub struct Limits {
+    /// TokenAuthority calls running at once; beyond that a call is refused at
+    /// once with RESOURCE_EXHAUSTED (health and reflection are not counted).
+    #[arg(long, env = "TESSERA_MAX_IN_FLIGHT", default_value_t = 512)]
+    pub max_in_flight: usize,
+
+    /// Longest a call may run before it is answered CANCELLED.
+    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// After SIGTERM, how long calls in flight may take before the process
+    /// exits anyway.
+    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// HTTP/2 streams one connection may have open.
+    #[arg(
+        long,
+        env = "TESSERA_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 256
+    )]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Largest header list a request may carry, in bytes.
+    #[arg(long, env = "TESSERA_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024)]
+    pub http2_max_header_list_size: u32,
+
+    /// Streams a client may open and reset before the server reads them
+    /// (the HTTP/2 "rapid reset" attack) before the connection is closed.
+    #[arg(long, env = "TESSERA_HTTP2_MAX_PENDING_RESETS", default_value_t = 32)]
+    pub http2_max_pending_resets: usize,
+
+    /// How often an idle connection is pinged, and how long the answer may
+    /// take before the connection is dropped.
+    #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub http2_keepalive_interval: Duration,
+    #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub http2_keepalive_timeout: Duration,
 }
 
 /// Where grants live; shared by `serve` and `migrate`.

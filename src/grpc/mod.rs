@@ -3,6 +3,7 @@
 
 mod convert;
 mod redact;
+mod shed;
 mod status;
 
 use std::sync::Arc;
@@ -23,16 +24,18 @@ use crate::{
 };
 
 pub use pb::token_authority_server::{SERVICE_NAME, TokenAuthorityServer};
+pub use shed::Shed;
 
-/// The `TokenAuthority` service over any store, behind the key check.
+/// The `TokenAuthority` service over any store: the key check first, then
+/// load shedding beyond `max_in_flight` calls, then the handlers.
 pub fn server<S: Store>(
     authority: Arc<Authority<S>>,
     clients: Arc<Clients>,
-) -> InterceptedService<TokenAuthorityServer<Service<S>>, Authenticate> {
-    InterceptedService::new(
-        TokenAuthorityServer::new(Service { authority }).max_decoding_message_size(MAX_MESSAGE),
-        Authenticate { clients },
-    )
+    max_in_flight: usize,
+) -> InterceptedService<Shed<TokenAuthorityServer<Service<S>>>, Authenticate> {
+    let service =
+        TokenAuthorityServer::new(Service { authority }).max_decoding_message_size(MAX_MESSAGE);
+    InterceptedService::new(Shed::new(service, max_in_flight), Authenticate { clients })
 }
 
 /// Checks the bearer key from the headers, before the body is even decoded,

@@ -8,6 +8,7 @@ mod cache;
 mod conformance;
 mod input;
 mod ops;
+mod overload;
 mod race;
 mod rules;
 mod secrets;

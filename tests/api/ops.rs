@@ -256,6 +256,14 @@ async fn health_follows_the_database() {
         .await;
         eprintln!("{service:?} NOT_SERVING after {took:?}");
     }
+    // Liveness is about the process: it stays SERVING through the outage.
+    wait_for(
+        &mut health,
+        "liveness",
+        ServingStatus::Serving,
+        Duration::from_secs(1),
+    )
+    .await;
     // Calls fail as UNAVAILABLE, never as a denial.
     let mut client = pb::token_authority_client::TokenAuthorityClient::new(channel.clone());
     let request = keyed(keys.key("minter"), mint_req("u"));

@@ -227,6 +227,8 @@ pub struct Options {
     pub retention: &'static str,
     pub sweep_interval: &'static str,
     pub cache_max_age: &'static str,
+    pub max_in_flight: usize,
+    pub shutdown_grace: &'static str,
 }
 
 impl Default for Options {
@@ -238,6 +240,8 @@ impl Default for Options {
             retention: "24h",
             sweep_interval: "60s",
             cache_max_age: "2s",
+            max_in_flight: 512,
+            shutdown_grace: "20s",
         }
     }
 }
@@ -251,6 +255,16 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
             max_connections: 8,
             acquire_timeout: Duration::from_secs(2),
             statement_timeout: Duration::from_secs(5),
+        },
+        limits: tessera::config::Limits {
+            max_in_flight: options.max_in_flight,
+            request_timeout: Duration::from_secs(10),
+            shutdown_grace: d(options.shutdown_grace),
+            http2_max_concurrent_streams: 256,
+            http2_max_header_list_size: 16 * 1024,
+            http2_max_pending_resets: 32,
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
         },
         clients,
         default_ttl: d(options.default_ttl),
@@ -490,8 +504,18 @@ pub struct Process {
 
 impl Process {
     pub async fn spawn(url: &str, clients: &std::path::Path, rust_log: &str) -> Self {
+        Self::spawn_with(url, clients, rust_log, &[]).await
+    }
+
+    pub async fn spawn_with(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+    ) -> Self {
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra)
             .arg("--database-url")
             .arg(url)
             .arg("--clients")
@@ -531,7 +555,13 @@ impl Process {
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns every log line.
-    pub async fn terminate(mut self) -> Vec<String> {
+    pub async fn terminate(self) -> Vec<String> {
+        self.terminate_within(Duration::from_secs(20)).await.1
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit cleanly,
+    /// and every log line.
+    pub async fn terminate_within(mut self, limit: Duration) -> (Duration, Vec<String>) {
         let pid = self.child.id().expect("running") as i32;
         // SAFETY-free: kill(1) via the shell keeps the test free of libc.
         let status = std::process::Command::new("kill")
@@ -539,13 +569,15 @@ impl Process {
             .status()
             .unwrap();
         assert!(status.success());
-        let exit = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+        let start = std::time::Instant::now();
+        let exit = tokio::time::timeout(limit, self.child.wait())
             .await
-            .expect("exits within 20 s of SIGTERM")
+            .expect("exits in time after SIGTERM")
             .unwrap();
+        let took = start.elapsed();
         assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
         let _ = (&mut self.reader).await;
-        self.log.lock().unwrap().clone()
+        (took, self.log.lock().unwrap().clone())
     }
 }
 
@@ -609,6 +641,59 @@ impl Drop for Proxy {
         self.cut();
         self.accept.abort();
     }
+}
+
+/// Holds a row lock on every grant of `run_id` from another session, so
+/// that claims of them wait (calls held in flight on purpose). Dropping the
+/// returned transaction releases them.
+pub struct RunLock {
+    pub tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    /// The backend holding the lock.
+    pid: i32,
+}
+
+pub async fn lock_run(db: &TestDb, run_id: &str) -> RunLock {
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SELECT grant_id FROM grants WHERE run_id = $1 FOR UPDATE")
+        .bind(run_id.to_owned())
+        .fetch_all(&mut *tx)
+        .await
+        .unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    RunLock { tx, pid }
+}
+
+/// Waits until `n` sessions wait on `lock` (other tests' waits do not count).
+pub async fn wait_for_lock_waiters(db: &TestDb, lock: &RunLock, n: i64) {
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        // Waiters queue behind each other: count the whole chain.
+        let (waiting,): (i64,) = sqlx::query_as(
+            "WITH RECURSIVE blocked(pid) AS ( \
+               SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)) \
+               UNION \
+               SELECT a.pid FROM pg_stat_activity a JOIN blocked b ON b.pid = ANY(pg_blocking_pids(a.pid))) \
+             SELECT count(*) FROM blocked",
+        )
+        .bind(lock.pid)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting >= n {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{waiting} of {n} calls waiting"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pool.close().await;
 }
 
 /// The upstream address of `DATABASE_URL`.

@@ -1,0 +1,106 @@
+//! Overload and shutdown: calls beyond the limit are refused at once, and
+//! SIGTERM ends the process within its grace period even with calls stuck.
+
+use std::time::{Duration, Instant};
+
+use tessera::pb::{self, token_authority_client::TokenAuthorityClient};
+use tonic::Code;
+
+use crate::support::{
+    Backend, Keys, Options, Process, TestApp, TestDb, channel, claim, keyed, lock_run, mint_req,
+    wait_for_lock_waiters,
+};
+
+/// Two claims held in flight by a row lock fill `--max-in-flight 2`; the
+/// next call is refused at once with RESOURCE_EXHAUSTED, health still
+/// answers, and once the lock goes the held calls complete and new calls
+/// are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_beyond_the_limit_are_shed_at_once() {
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        Options {
+            max_in_flight: 2,
+            ..Options::default()
+        },
+    )
+    .await;
+    let held = pb::MintRequest {
+        run_id: "held".into(),
+        ..mint_req("u")
+    };
+    let token = app.mint("minter", held).await.unwrap().token;
+    let lock = lock_run(&app.db, "held").await;
+    let stuck: Vec<_> = (0..2)
+        .map(|_| {
+            let mut client = app.client();
+            let request = app.req("minter", claim(&token));
+            tokio::spawn(async move { client.claim(request).await })
+        })
+        .collect();
+    wait_for_lock_waiters(&app.db, &lock, 2).await;
+
+    let start = Instant::now();
+    let err = app.mint("minter", mint_req("u")).await.unwrap_err();
+    assert_eq!(err.code(), Code::ResourceExhausted);
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "refused at once: {:?}",
+        start.elapsed()
+    );
+    let mut health = tonic_health::pb::health_client::HealthClient::new(app.channel.clone());
+    let ready = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await;
+    assert!(ready.is_ok(), "health is not shed");
+
+    lock.tx.rollback().await.unwrap();
+    for call in stuck {
+        assert!(call.await.unwrap().unwrap().into_inner().claimed);
+    }
+    assert!(
+        app.mint("minter", mint_req("u")).await.is_ok(),
+        "served again"
+    );
+}
+
+/// A call stuck on the database does not keep the process alive past
+/// --shutdown-grace after SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_exits_within_the_grace_period_with_a_call_stuck() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let keys = Keys::new();
+    let server = Process::spawn_with(
+        db.url(),
+        keys.file.path(),
+        "info",
+        &["--shutdown-grace", "1s"],
+    )
+    .await;
+    let mut client = TokenAuthorityClient::new(channel(server.addr).await);
+    let held = pb::MintRequest {
+        run_id: "held".into(),
+        ..mint_req("u")
+    };
+    let token = client
+        .mint(keyed(keys.key("minter"), held))
+        .await
+        .unwrap()
+        .into_inner()
+        .token;
+    let lock = lock_run(&db, "held").await;
+    let stuck =
+        tokio::spawn(async move { client.claim(keyed(keys.key("minter"), claim(&token))).await });
+    wait_for_lock_waiters(&db, &lock, 1).await;
+
+    let (took, log) = server.terminate_within(Duration::from_secs(10)).await;
+    assert!(took < Duration::from_secs(5), "exited after {took:?}");
+    assert!(log.iter().any(|l| l.contains("grace period")), "{log:#?}");
+    assert!(
+        stuck.await.unwrap().is_err(),
+        "the stuck call got a definite answer: an error"
+    );
+    drop(lock);
+}
