@@ -19,6 +19,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -26,7 +27,7 @@ use crate::{
     clients::Caller,
     input::{self, InvalidInput},
     seal::{self, Unsealable},
-    store::{Grant, ListQuery, Lookup, NewGrant, RevokeTarget, Store, StoreError},
+    store::{Grant, Keyed, ListQuery, Lookup, NewGrant, RevokeTarget, Store, StoreError},
     token::{GrantId, Token, TokenHash},
 };
 
@@ -60,6 +61,8 @@ pub struct Check {
     pub subject: Option<String>,
     /// May be answered from this replica's cache (BOUNDED Validate).
     pub bounded: bool,
+    /// Claim's idempotency key, if any.
+    pub claim_key: Option<String>,
 }
 
 impl std::fmt::Debug for Check {
@@ -69,6 +72,7 @@ impl std::fmt::Debug for Check {
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
             .field("bounded", &self.bounded)
+            .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
             .finish()
     }
 }
@@ -228,11 +232,16 @@ impl<S: Store> Authority<S> {
 
     /// Finds the grant and applies every rule except the use count's
     /// compare-and-set. Reads only.
+    ///
+    /// For a keyed claim the grant's state (revoked, used up, expired) is
+    /// left to the keyed compare-and-set, which may instead replay the claim
+    /// the key already made.
     async fn judge(
         &self,
         caller: &Caller,
         check: &Check,
     ) -> Result<std::result::Result<(Token, Lookup), Refusal>> {
+        let keyed = check.claim_key.is_some();
         let Ok(token) = Token::parse(&check.token) else {
             return Ok(Err(Refusal::plain(Denial::Malformed, None)));
         };
@@ -240,9 +249,9 @@ impl<S: Store> Authority<S> {
             return Ok(Err(Refusal::hidden(Hidden::NeverMinted, None)));
         };
         let grant = &found.grant;
-        let hidden = if grant.revoked_at.is_some() {
+        let hidden = if grant.revoked_at.is_some() && !keyed {
             Some(Hidden::Revoked)
-        } else if grant.max_uses > 0 && grant.use_count >= grant.max_uses {
+        } else if grant.max_uses > 0 && grant.use_count >= grant.max_uses && !keyed {
             Some(Hidden::UsedUp)
         } else if check.subject.as_ref().is_some_and(|s| *s != grant.subject) {
             Some(Hidden::OtherSubject)
@@ -254,7 +263,7 @@ impl<S: Store> Authority<S> {
         if let Some(why) = hidden {
             return Ok(Err(Refusal::hidden(why, Some(grant))));
         }
-        if found.expired {
+        if found.expired && !keyed {
             return Ok(Err(Refusal::plain(Denial::Expired, Some(grant))));
         }
         if !check
@@ -316,9 +325,44 @@ impl<S: Store> Authority<S> {
             Ok(ok) => ok,
             Err(refusal) => return Ok(Claimed::Denied(refusal.log("claim", caller))),
         };
-        let Some((grant, sealed)) = self.store.consume(&found.grant.grant_id).await? else {
-            let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
-            return Ok(Claimed::Denied(refusal.log("claim", caller)));
+        let (grant, sealed) = match &check.claim_key {
+            None => match self.store.consume(&found.grant.grant_id).await? {
+                Some(consumed) => consumed,
+                None => {
+                    let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
+                    return Ok(Claimed::Denied(refusal.log("claim", caller)));
+                }
+            },
+            Some(key) => {
+                let key_hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let grant_id = &found.grant.grant_id;
+                match self
+                    .store
+                    .consume_keyed(grant_id, &caller.id, &key_hash)
+                    .await?
+                {
+                    Keyed::Consumed(grant, sealed) => (grant, sealed),
+                    Keyed::Replayed(grant, sealed) => {
+                        info!(client = %caller.id, grant_id = %grant.grant_id, use_count = grant.use_count, "claim retried with its key: original outcome");
+                        let payload = seal::open(&token, &grant.grant_id, &sealed)?;
+                        return Ok(Claimed::Claimed { grant, payload });
+                    }
+                    Keyed::Refused => {
+                        // The state checks judge skipped, in their usual order.
+                        let g = &found.grant;
+                        let refusal = if g.revoked_at.is_some() {
+                            Refusal::hidden(Hidden::Revoked, Some(g))
+                        } else if g.max_uses > 0 && g.use_count >= g.max_uses {
+                            Refusal::hidden(Hidden::UsedUp, Some(g))
+                        } else if found.expired {
+                            Refusal::plain(Denial::Expired, Some(g))
+                        } else {
+                            Refusal::hidden(Hidden::LostRace, Some(g))
+                        };
+                        return Ok(Claimed::Denied(refusal.log("claim", caller)));
+                    }
+                }
+            }
         };
         // This replica's BOUNDED answers see the new use count at once;
         // others learn of the last use from the database's notification.

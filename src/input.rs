@@ -85,6 +85,18 @@ pub fn optional_id(field: &str, value: String) -> Result<Option<String>> {
     Ok(Some(value))
 }
 
+/// Bytes in a claim's idempotency key.
+pub const MAX_CLAIM_KEY: usize = 128;
+
+/// A claim's idempotency key: optional, bounded, no control characters.
+pub fn claim_key(field: &str, value: String) -> Result<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    check_text(&field, &value, MAX_CLAIM_KEY)?;
+    Ok(Some(value))
+}
+
 /// A presented token or key: required and bounded. Its shape is judged
 /// later (a malformed token is a denial, not a bad request).
 pub fn token(field: &str, value: &str) -> Result<()> {

@@ -53,6 +53,7 @@ fn check(
         required_scopes: input::scopes("required_scopes", required_scopes)?,
         subject: input::optional_id("subject", subject)?,
         bounded,
+        claim_key: None,
     })
 }
 
@@ -69,7 +70,11 @@ pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
 
 /// Claim always asks the database: its compare-and-set is the point.
 pub fn claim_check(req: pb::ClaimRequest) -> input::Result<Check> {
-    check(req.token, req.required_scopes, req.subject, false)
+    let claim_key = input::claim_key("claim_key", req.claim_key)?;
+    Ok(Check {
+        claim_key,
+        ..check(req.token, req.required_scopes, req.subject, false)?
+    })
 }
 
 pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, i32)> {

@@ -56,6 +56,7 @@ impl fmt::Debug for pb::ClaimRequest {
             .field("token", &REDACTED)
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
+            .field("claim_key", &REDACTED)
             .finish()
     }
 }

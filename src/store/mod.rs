@@ -73,6 +73,18 @@ pub struct Lookup {
     pub now: Micros,
 }
 
+/// What a keyed claim did.
+#[derive(Debug)]
+pub enum Keyed {
+    /// This call took a use: the grant after it, and its sealed payload.
+    Consumed(Grant, Vec<u8>),
+    /// The key was used before: the grant as that claim left it (use count
+    /// and time of that use), and the sealed payload.
+    Replayed(Grant, Vec<u8>),
+    /// No use left, revoked or expired, and the key was never used.
+    Refused,
+}
+
 /// Which live grants a Revoke hits.
 #[derive(Debug)]
 pub enum RevokeTarget {
@@ -170,6 +182,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         grant_id: &str,
     ) -> impl Future<Output = Result<Option<(Grant, Vec<u8>)>>> + Send;
+
+    /// Consumes one use under an idempotency key, once. The key is recorded
+    /// in the same transaction as the use; if it already is, nothing is
+    /// consumed and the claim it made comes back instead, whatever the
+    /// grant's state now. A transaction of up to four statements.
+    fn consume_keyed(
+        &self,
+        grant_id: &str,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> impl Future<Output = Result<Keyed>> + Send;
 
     /// Revokes the live grants matching `target` (and `issued_by`, when set).
     /// Returns how many it revoked.

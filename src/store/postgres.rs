@@ -10,7 +10,7 @@ use sqlx::{
 };
 
 use super::{
-    Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
 use tracing::warn;
@@ -151,6 +151,11 @@ impl Store for PgStore {
                 "invalidate",
                 include_str!("../../migrations/postgres/0002_invalidate.sql"),
             ),
+            migration(
+                3,
+                "claim keys",
+                include_str!("../../migrations/postgres/0003_claim_keys.sql"),
+            ),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -212,6 +217,54 @@ impl Store for PgStore {
             ))),
             None => Ok(None),
         }
+    }
+
+    async fn consume_keyed(
+        &self,
+        grant_id: &str,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<Keyed> {
+        let mut tx = self.pool.begin().await?;
+        let reserved = sqlx::query(sql::reserve_key!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if reserved == 0 {
+            let row = sqlx::query(sql::prior_claim!())
+                .bind(grant_id)
+                .bind(client_id)
+                .bind(&key_hash[..])
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut grant = grant_from_row(&row)?;
+            grant.use_count = to_u32(row.try_get("use_number")?);
+            grant.last_used_at = Some(row.try_get("claimed_at")?);
+            return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
+        }
+        let Some(row) = sqlx::query(pg!(consume))
+            .bind(grant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Keyed::Refused);
+        };
+        let grant = grant_from_row(&row)?;
+        sqlx::query(sql::record_key!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .bind(i64::from(grant.use_count))
+            .bind(grant.last_used_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
     }
 
     async fn revoke(

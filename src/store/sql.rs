@@ -123,7 +123,42 @@ macro_rules! sweep {
     };
 }
 
-pub(crate) use {consume, find, get, grant_columns, insert, live, revoke, sweep, touch};
+/// Claims a key for a use: `$1` grant, `$2` client, `$3` key hash. Inserts
+/// nothing if the key is already recorded; waits for a racing insert of the
+/// same key to commit or roll back first.
+macro_rules! reserve_key {
+    () => {
+        "INSERT INTO claim_keys (grant_id, client_id, key_hash, use_number, claimed_at) \
+         VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING"
+    };
+}
+
+/// Records the use a reserved key took: `$4` use number, `$5` time.
+macro_rules! record_key {
+    () => {
+        "UPDATE claim_keys SET use_number = $4, claimed_at = $5 \
+         WHERE grant_id = $1 AND client_id = $2 AND key_hash = $3"
+    };
+}
+
+/// The claim a recorded key made, with the grant as it is now.
+macro_rules! prior_claim {
+    () => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::grant_columns!(),
+            ", sealed_payload, k.use_number, k.claimed_at FROM grants, \
+             (SELECT use_number, claimed_at FROM claim_keys \
+              WHERE grant_id = $1 AND client_id = $2 AND key_hash = $3) k \
+             WHERE grants.grant_id = $1"
+        )
+    };
+}
+
+pub(crate) use {
+    consume, find, get, grant_columns, insert, live, prior_claim, record_key, reserve_key, revoke,
+    sweep, touch,
+};
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
 

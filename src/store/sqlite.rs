@@ -16,7 +16,7 @@ use sqlx::{
 };
 
 use super::{
-    Grant, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
     TOUCH_INTERVAL, micros, sql, to_u32,
 };
 use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
@@ -84,13 +84,27 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         use sqlx::SqlSafeStr;
-        let migrator = Migrator::with_migrations(vec![Migration::new(
-            1,
-            "grants".into(),
-            MigrationType::Simple,
-            include_str!("../../migrations/sqlite/0001_grants.sql").into_sql_str(),
-            false,
-        )]);
+        let migration = |version, name: &'static str, sql: &'static str| {
+            Migration::new(
+                version,
+                name.into(),
+                MigrationType::Simple,
+                sql.into_sql_str(),
+                false,
+            )
+        };
+        let migrator = Migrator::with_migrations(vec![
+            migration(
+                1,
+                "grants",
+                include_str!("../../migrations/sqlite/0001_grants.sql"),
+            ),
+            migration(
+                2,
+                "claim keys",
+                include_str!("../../migrations/sqlite/0002_claim_keys.sql"),
+            ),
+        ]);
         migrator.run(&self.pool).await?;
         Ok(())
     }
@@ -151,6 +165,54 @@ impl Store for SqliteStore {
             ))),
             None => Ok(None),
         }
+    }
+
+    async fn consume_keyed(
+        &self,
+        grant_id: &str,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<Keyed> {
+        let mut tx = self.pool.begin().await?;
+        let reserved = sqlx::query(sql::reserve_key!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if reserved == 0 {
+            let row = sqlx::query(sql::prior_claim!())
+                .bind(grant_id)
+                .bind(client_id)
+                .bind(&key_hash[..])
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut grant = grant_from_row(&row)?;
+            grant.use_count = to_u32(row.try_get("use_number")?);
+            grant.last_used_at = Some(row.try_get("claimed_at")?);
+            return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
+        }
+        let Some(row) = sqlx::query(lite!(consume))
+            .bind(grant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Keyed::Refused);
+        };
+        let grant = grant_from_row(&row)?;
+        sqlx::query(sql::record_key!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .bind(i64::from(grant.use_count))
+            .bind(grant.last_used_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
     }
 
     async fn revoke(

@@ -193,7 +193,7 @@ async fn max_age_bounds_staleness_when_no_notification_arrives() {
     let took = refused_within(&b, &token, Duration::from_secs(3)).await;
     let age = cached_at.elapsed();
     assert!(
-        age >= Duration::from_millis(900) && age < Duration::from_millis(1500),
+        age >= Duration::from_millis(900) && age < Duration::from_secs(3),
         "{age:?} ({took:?})"
     );
 }

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tessera::{
     cache::Invalidation,
-    store::{Grant, ListQuery, NewGrant, PgStore, RevokeTarget, SqliteStore, Store},
+    store::{Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeTarget, SqliteStore, Store},
     token::{GrantId, Token},
 };
 
@@ -40,6 +40,7 @@ conformance!(
     sweep_deletes_only_past_retention,
     touch_writes_at_most_once_per_interval,
     listen_announces_grants_ended_early,
+    a_claim_key_consumes_once_and_replays_after,
 );
 
 /// Runs `test` against a migrated store of `backend` (generic over the
@@ -99,6 +100,14 @@ impl Store for AnyStore {
     }
     async fn consume(&self, id: &str) -> tessera::store::Result<Option<(Grant, Vec<u8>)>> {
         dispatch!(self, s => s.consume(id).await)
+    }
+    async fn consume_keyed(
+        &self,
+        id: &str,
+        client: &str,
+        key: &[u8; 32],
+    ) -> tessera::store::Result<Keyed> {
+        dispatch!(self, s => s.consume_keyed(id, client, key).await)
     }
     async fn revoke(
         &self,
@@ -417,4 +426,76 @@ async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Invalidation>) -> Op
         .await
         .ok()
         .flatten()
+}
+
+async fn a_claim_key_consumes_once_and_replays_after(store: AnyStore) {
+    let (_, g) = new_grant("m", "r", 2, HOUR);
+    store.insert(&g).await.unwrap();
+    let key = [7u8; 32];
+    let Keyed::Consumed(first, sealed) = store
+        .consume_keyed(&g.grant_id, "proxy", &key)
+        .await
+        .unwrap()
+    else {
+        panic!("the first keyed claim consumes");
+    };
+    assert_eq!((first.use_count, sealed.as_slice()), (1, &[1u8, 2, 3][..]));
+    // A plain claim takes the second, last use.
+    assert_eq!(
+        store
+            .consume(&g.grant_id)
+            .await
+            .unwrap()
+            .unwrap()
+            .0
+            .use_count,
+        2
+    );
+    // The same key again: the original claim, nothing consumed, though used up.
+    let Keyed::Replayed(again, sealed) = store
+        .consume_keyed(&g.grant_id, "proxy", &key)
+        .await
+        .unwrap()
+    else {
+        panic!("a repeated key replays");
+    };
+    assert_eq!(
+        (again.use_count, again.last_used_at),
+        (1, first.last_used_at)
+    );
+    assert_eq!(sealed, vec![1, 2, 3]);
+    // Another client, or another key: a new claim, refused (no use left),
+    // and the refused key is not kept.
+    assert!(matches!(
+        store
+            .consume_keyed(&g.grant_id, "other", &key)
+            .await
+            .unwrap(),
+        Keyed::Refused
+    ));
+    assert!(matches!(
+        store
+            .consume_keyed(&g.grant_id, "proxy", &[8; 32])
+            .await
+            .unwrap(),
+        Keyed::Refused
+    ));
+    store
+        .revoke(&RevokeTarget::GrantId(g.grant_id.clone()), None, 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .consume_keyed(&g.grant_id, "proxy", &key)
+            .await
+            .unwrap(),
+        Keyed::Replayed(..)
+    ));
+    // Keys live as long as their grant.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(store.sweep(Duration::from_millis(1), 100).await.unwrap(), 1);
+    assert!(matches!(
+        store.consume_keyed(&g.grant_id, "proxy", &key).await,
+        Err(_) | Ok(Keyed::Refused)
+    ));
 }

@@ -10,6 +10,7 @@ mod input;
 mod ops;
 mod overload;
 mod race;
+mod retry;
 mod rules;
 mod secrets;
 

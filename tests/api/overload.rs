@@ -44,7 +44,7 @@ async fn calls_beyond_the_limit_are_shed_at_once() {
     let err = app.mint("minter", mint_req("u")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted);
     assert!(
-        start.elapsed() < Duration::from_millis(500),
+        start.elapsed() < Duration::from_secs(1),
         "refused at once: {:?}",
         start.elapsed()
     );

@@ -1,0 +1,127 @@
+//! Retry-safe Claim: a claim_key makes a retried claim return the original
+//! outcome and consume nothing more.
+
+use tessera::pb::{self, Denial, token_authority_client::TokenAuthorityClient};
+use tonic::Code;
+
+use crate::support::{Backend, TestApp, channel, check, claim, mint_req};
+
+crate::both_backends!(
+    a_retried_claim_returns_the_original_outcome,
+    racing_retries_with_one_key_use_once
+);
+
+fn keyed_claim(token: &str, key: &str) -> pb::ClaimRequest {
+    pb::ClaimRequest {
+        claim_key: key.into(),
+        ..claim(token)
+    }
+}
+
+async fn a_retried_claim_returns_the_original_outcome(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app
+        .mint(
+            "minter",
+            pb::MintRequest {
+                max_uses: 1,
+                payload: b"secret-7".to_vec(),
+                ..mint_req("u")
+            },
+        )
+        .await
+        .unwrap()
+        .token;
+    let first = app
+        .claim("proxy", keyed_claim(&token, "attempt-1"))
+        .await
+        .unwrap();
+    assert!(first.claimed);
+    assert_eq!(first.payload, b"secret-7");
+    for _ in 0..3 {
+        let retry = app
+            .claim("proxy", keyed_claim(&token, "attempt-1"))
+            .await
+            .unwrap();
+        assert!(retry.claimed, "the reply was lost, not the claim");
+        assert_eq!(retry.payload, b"secret-7");
+        let (a, b) = (first.grant.clone().unwrap(), retry.grant.unwrap());
+        assert_eq!((b.use_count, b.last_used_at), (a.use_count, a.last_used_at));
+    }
+    // A new key, no key, or the same key from another client is a new claim.
+    for (client, key) in [
+        ("proxy", "attempt-2"),
+        ("proxy", ""),
+        ("minter", "attempt-1"),
+    ] {
+        let other = app.claim(client, keyed_claim(&token, key)).await.unwrap();
+        assert_eq!(
+            (other.claimed, other.denial),
+            (false, Denial::TokenUnknown as i32),
+            "{client} {key:?}"
+        );
+    }
+    let id = first.grant.unwrap().grant_id;
+    assert_eq!(
+        app.get("minter", &id).await.unwrap().use_count,
+        1,
+        "nothing more consumed"
+    );
+    assert_eq!(
+        app.validate("proxy", check(&token)).await.unwrap().denial,
+        Denial::TokenUnknown as i32
+    );
+
+    for (bad, why) in [("k".repeat(129), "long"), ("a\nb".into(), "newline")] {
+        let err = app
+            .claim("proxy", keyed_claim(&token, &bad))
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{why}");
+        assert!(
+            err.message().starts_with("claim_key: "),
+            "{}",
+            err.message()
+        );
+    }
+}
+
+/// 32 retries of one claim racing over 4 connections: every one gets the
+/// same successful answer, and exactly one use is consumed.
+async fn racing_retries_with_one_key_use_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let token = app
+        .mint(
+            "minter",
+            pb::MintRequest {
+                max_uses: 5,
+                payload: b"p".to_vec(),
+                ..mint_req("u")
+            },
+        )
+        .await
+        .unwrap();
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(channel(app.addr).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(32));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let mut client = TokenAuthorityClient::new(channels[i % 4].clone());
+            let request = app.req("proxy", keyed_claim(&token.token, "one-claim"));
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                client.claim(request).await.map(|r| r.into_inner())
+            })
+        })
+        .collect();
+    for task in tasks {
+        let answer = task.await.unwrap().expect("no RPC error");
+        assert!(answer.claimed);
+        assert_eq!(answer.grant.unwrap().use_count, 1);
+    }
+    let id = token.grant.unwrap().grant_id;
+    assert_eq!(app.get("minter", &id).await.unwrap().use_count, 1);
+}
