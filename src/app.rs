@@ -10,6 +10,7 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
 use crate::{
+    audit::Audit,
     authority::{Authority, Policy},
     cache::GrantCache,
     clients::Clients,
@@ -122,6 +123,7 @@ async fn serve<S: Store + Clone>(
             max_ttl: config.max_ttl,
         },
         cache.clone(),
+        Audit::new(config.audit_key),
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
     set_readiness(&reporter, ServingStatus::NotServing).await;

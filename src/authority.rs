@@ -23,6 +23,7 @@ use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
 use crate::{
+    audit::{self, Audit},
     cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
@@ -50,6 +51,7 @@ pub struct MintSpec {
     pub ttl: Option<Duration>,
     pub max_uses: u32,
     pub payload: Vec<u8>,
+    pub revoke_run_on_replay: bool,
 }
 
 /// A Validate or Claim request.
@@ -171,17 +173,24 @@ pub fn scope_granted(granted: &[String], required: &str) -> bool {
 pub struct Authority<S> {
     store: S,
     policy: Policy,
+    audit: Audit,
     /// For BOUNDED Validate; `None` when disabled.
     cache: Option<Arc<GrantCache>>,
 }
 
 impl<S: Store> Authority<S> {
-    pub fn new(store: S, policy: Policy, cache: Option<Arc<GrantCache>>) -> Self {
+    pub fn new(store: S, policy: Policy, cache: Option<Arc<GrantCache>>, audit: Audit) -> Self {
         Self {
             store,
             policy,
+            audit,
             cache,
         }
+    }
+
+    /// Replays seen since start (a consumed or revoked token presented again).
+    pub fn replays(&self) -> u64 {
+        self.audit.replays()
     }
 
     pub fn store(&self) -> &S {
@@ -215,9 +224,13 @@ impl<S: Store> Authority<S> {
             max_uses: spec.max_uses,
             issued_by: caller.id.clone(),
             ttl,
+            revoke_run_on_replay: spec.revoke_run_on_replay,
         };
         let grant = self.store.insert(&new).await?;
         info!(
+            target: audit::TARGET,
+            event = "mint",
+            token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
             run_id = ?grant.run_id,
@@ -296,7 +309,10 @@ impl<S: Store> Authority<S> {
     pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
         let (token, found) = match self.judge(caller, &check).await? {
             Ok(ok) => ok,
-            Err(refusal) => return Ok(Validated::Denied(refusal.log("validate", caller))),
+            Err(refusal) => {
+                let denial = self.refuse("validate", caller, &check, refusal).await;
+                return Ok(Validated::Denied(denial));
+            }
         };
         let mut grant = found.grant;
         let stale = grant
@@ -323,14 +339,20 @@ impl<S: Store> Authority<S> {
     pub async fn claim(&self, caller: &Caller, check: Check) -> Result<Claimed> {
         let (token, found) = match self.judge(caller, &check).await? {
             Ok(ok) => ok,
-            Err(refusal) => return Ok(Claimed::Denied(refusal.log("claim", caller))),
+            Err(refusal) => {
+                return Ok(Claimed::Denied(
+                    self.refuse("claim", caller, &check, refusal).await,
+                ));
+            }
         };
         let (grant, sealed) = match &check.claim_key {
             None => match self.store.consume(&found.grant.grant_id).await? {
                 Some(consumed) => consumed,
                 None => {
                     let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
-                    return Ok(Claimed::Denied(refusal.log("claim", caller)));
+                    return Ok(Claimed::Denied(
+                        self.refuse("claim", caller, &check, refusal).await,
+                    ));
                 }
             },
             Some(key) => {
@@ -343,7 +365,16 @@ impl<S: Store> Authority<S> {
                 {
                     Keyed::Consumed(grant, sealed) => (grant, sealed),
                     Keyed::Replayed(grant, sealed) => {
-                        info!(client = %caller.id, grant_id = %grant.grant_id, use_count = grant.use_count, "claim retried with its key: original outcome");
+                        info!(
+                            target: audit::TARGET,
+                            event = "claim",
+                            outcome = "retried",
+                            token_mac = %self.audit.token_mac(&token),
+                            client = %caller.id,
+                            grant_id = %grant.grant_id,
+                            use_count = grant.use_count,
+                            "claim retried with its key: original outcome"
+                        );
                         let payload = seal::open(&token, &grant.grant_id, &sealed)?;
                         return Ok(Claimed::Claimed { grant, payload });
                     }
@@ -359,7 +390,9 @@ impl<S: Store> Authority<S> {
                         } else {
                             Refusal::hidden(Hidden::LostRace, Some(g))
                         };
-                        return Ok(Claimed::Denied(refusal.log("claim", caller)));
+                        return Ok(Claimed::Denied(
+                            self.refuse("claim", caller, &check, refusal).await,
+                        ));
                     }
                 }
             }
@@ -374,6 +407,10 @@ impl<S: Store> Authority<S> {
         // bytes.
         let payload = seal::open(&token, &grant.grant_id, &sealed)?;
         info!(
+            target: audit::TARGET,
+            event = "claim",
+            outcome = "claimed",
+            token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
             run_id = ?grant.run_id,
@@ -384,6 +421,88 @@ impl<S: Store> Authority<S> {
             "claimed"
         );
         Ok(Claimed::Claimed { grant, payload })
+    }
+
+    /// Records a refusal in the audit trail with its real reason, and
+    /// returns what the caller may know. A consumed or revoked token
+    /// presented again is a replay: a distinct event, counted, and for a
+    /// grant minted with `revoke_run_on_replay` its whole run is revoked.
+    async fn refuse(
+        &self,
+        op: &'static str,
+        caller: &Caller,
+        check: &Check,
+        refusal: Refusal,
+    ) -> Denial {
+        let Refusal {
+            denial,
+            hidden,
+            grant,
+        } = refusal;
+        let token_mac = Token::parse(&check.token)
+            .ok()
+            .map(|t| self.audit.token_mac(&t));
+        let token_mac = token_mac.as_deref().unwrap_or("");
+        let grant_id = grant.as_ref().map_or("", |g| g.grant_id.as_str());
+        info!(
+            target: audit::TARGET,
+            event = op,
+            outcome = "refused",
+            client = %caller.id,
+            grant_id,
+            token_mac,
+            ?denial,
+            why = ?hidden,
+            "token refused"
+        );
+        let replayed = matches!(hidden, Some(Hidden::Revoked | Hidden::UsedUp));
+        if let (true, Some(grant)) = (replayed, &grant) {
+            let replays = self.audit.replayed();
+            warn!(
+                target: audit::TARGET,
+                event = "replay",
+                client = %caller.id,
+                grant_id,
+                token_mac,
+                run_id = ?grant.run_id,
+                replays,
+                "a consumed or revoked token was presented again"
+            );
+            if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
+                self.revoke_run_on_replay(grant).await;
+            }
+        }
+        denial
+    }
+
+    /// The run of a replayed grant is presumed compromised: every live grant
+    /// its issuer holds in that run is revoked.
+    async fn revoke_run_on_replay(&self, grant: &Grant) {
+        let run = RevokeTarget::RunId(grant.run_id.clone());
+        let reason = 4; // REVOKE_REASON_COMPROMISED
+        match self
+            .store
+            .revoke(&run, Some(&grant.issued_by), reason)
+            .await
+        {
+            Ok(revoked) => {
+                if let Some(cache) = &self.cache {
+                    cache.invalidate_matching(|g| g.run_id == grant.run_id);
+                }
+                warn!(
+                    target: audit::TARGET,
+                    event = "revoke",
+                    client = %grant.issued_by,
+                    target = ?Described(&run),
+                    reason,
+                    revoked,
+                    "run revoked after a replay"
+                );
+            }
+            Err(err) => {
+                warn!(error = %err, run_id = ?grant.run_id, "revoking a replayed run failed")
+            }
+        }
     }
 
     pub async fn revoke(&self, caller: &Caller, target: Target, reason: i32) -> Result<u64> {
@@ -409,7 +528,15 @@ impl<S: Store> Authority<S> {
                 return Err(Error::NotFound);
             }
         }
-        info!(client = %caller.id, target = ?Described(&target), reason, revoked, "revoked");
+        info!(
+            target: audit::TARGET,
+            event = "revoke",
+            client = %caller.id,
+            target = ?Described(&target),
+            reason,
+            revoked,
+            "revoked"
+        );
         Ok(revoked)
     }
 
@@ -472,7 +599,7 @@ impl<S: Store> Authority<S> {
 struct Refusal {
     denial: Denial,
     hidden: Option<Hidden>,
-    grant_id: Option<String>,
+    grant: Option<Grant>,
 }
 
 impl Refusal {
@@ -480,7 +607,7 @@ impl Refusal {
         Self {
             denial,
             hidden: None,
-            grant_id: grant.map(|g| g.grant_id.clone()),
+            grant: grant.cloned(),
         }
     }
 
@@ -489,20 +616,6 @@ impl Refusal {
             hidden: Some(why),
             ..Self::plain(Denial::Unknown, grant)
         }
-    }
-
-    /// One log line per refusal, naming the real reason; returns what the
-    /// caller may know. Every refusal of one operation logs at the same
-    /// level, so not even the log's cost differs between the hidden reasons.
-    fn log(self, op: &'static str, caller: &Caller) -> Denial {
-        let grant_id = self.grant_id.as_deref().unwrap_or("");
-        let (denial, why) = (self.denial, self.hidden);
-        if op == "claim" {
-            info!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused");
-        } else {
-            debug!(client = %caller.id, op, grant_id, ?denial, ?why, "token refused");
-        }
-        denial
     }
 }
 

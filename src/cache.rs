@@ -208,6 +208,7 @@ mod tests {
                 revoked_at: None,
                 revoke_reason: 0,
                 last_used_at: None,
+                revoke_run_on_replay: false,
             },
             expired: false,
             now,

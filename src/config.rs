@@ -58,6 +58,12 @@ pub struct Config {
     #[arg(long, env = "TESSERA_CACHE_CAPACITY", default_value_t = 100_000)]
     pub cache_capacity: usize,
 
+    /// Key (64 hex digits) for the `token_mac` of audit events, so that
+    /// events about one token correlate across replicas and restarts.
+    /// Without one, a random key per process.
+    #[arg(long, env = "TESSERA_AUDIT_KEY", value_parser = parse_key, hide_env_values = true)]
+    pub audit_key: Option<[u8; 32]>,
+
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -113,6 +119,7 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("cache_max_age", &self.cache_max_age)
             .field("cache_capacity", &self.cache_capacity)
+            .field("audit_key", &self.audit_key.map(|_| "<set>"))
             .field("log_format", &self.log_format)
             .field("no_migrate", &self.no_migrate)
             .finish()
@@ -235,6 +242,14 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&params.join("&"));
     }
     out
+}
+
+/// 32 bytes as 64 hex digits. The error never repeats the input: it is a secret.
+fn parse_key(text: &str) -> Result<[u8; 32], String> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut key)
+        .map_err(|_| "must be 64 hex digits (32 bytes)".to_owned())?;
+    Ok(key)
 }
 
 /// `500ms`, `30s`, `15m`, `24h`, `30d`.

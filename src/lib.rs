@@ -12,6 +12,7 @@
 //! - [`seal`]: payload encryption under a key derived from the token.
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
+//! - [`audit`]: the audit trail (events, keyed token MACs, replay count).
 //! - [`authority`]: the domain rules — denials, audience, subject, issuer, scopes, TTL.
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
@@ -21,6 +22,7 @@
 //! - [`bench`]: the load generator behind `tessera bench`.
 
 pub mod app;
+pub mod audit;
 pub mod authority;
 pub mod bench;
 pub mod cache;

@@ -21,6 +21,7 @@ pub fn mint_spec(req: pb::MintRequest) -> input::Result<MintSpec> {
         ttl: req.ttl.map(ttl).transpose()?,
         max_uses: req.max_uses,
         payload: input::payload("payload", req.payload)?,
+        revoke_run_on_replay: req.revoke_run_on_replay,
     })
 }
 
@@ -134,6 +135,7 @@ impl From<Grant> for pb::Grant {
             revoked_at: g.revoked_at.map(timestamp),
             revoke_reason: g.revoke_reason,
             last_used_at: g.last_used_at.map(timestamp),
+            revoke_run_on_replay: g.revoke_run_on_replay,
         }
     }
 }

@@ -26,6 +26,7 @@ impl fmt::Debug for pb::MintRequest {
             .field("ttl", &self.ttl)
             .field("max_uses", &self.max_uses)
             .field("payload", &Bytes(self.payload.len()))
+            .field("revoke_run_on_replay", &self.revoke_run_on_replay)
             .finish()
     }
 }

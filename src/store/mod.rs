@@ -44,6 +44,7 @@ pub struct Grant {
     /// The wire enum's number (`RevokeReason`); 0 while live.
     pub revoke_reason: i32,
     pub last_used_at: Option<Micros>,
+    pub revoke_run_on_replay: bool,
 }
 
 /// What Mint writes. `issued_at` and `expires_at` come from the database's clock.
@@ -60,6 +61,7 @@ pub struct NewGrant {
     pub max_uses: u32,
     pub issued_by: String,
     pub ttl: Duration,
+    pub revoke_run_on_replay: bool,
     /// Ciphertext (see `seal`); empty when there is no payload.
     pub sealed_payload: Vec<u8>,
 }

@@ -125,6 +125,7 @@ fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
         revoked_at: row.try_get("revoked_at")?,
         revoke_reason: i32::from(row.try_get::<i16, _>("revoke_reason")?),
         last_used_at: row.try_get("last_used_at")?,
+        revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
     })
 }
 
@@ -156,6 +157,11 @@ impl Store for PgStore {
                 "claim keys",
                 include_str!("../../migrations/postgres/0003_claim_keys.sql"),
             ),
+            migration(
+                4,
+                "revoke run on replay",
+                include_str!("../../migrations/postgres/0004_revoke_run_on_replay.sql"),
+            ),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -175,6 +181,7 @@ impl Store for PgStore {
             .bind(i64::from(grant.max_uses))
             .bind(&grant.issued_by)
             .bind(micros(grant.ttl))
+            .bind(grant.revoke_run_on_replay)
             .fetch_one(&self.pool)
             .await?;
         Ok(grant_from_row(&row)?)

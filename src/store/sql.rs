@@ -8,7 +8,8 @@
 macro_rules! grant_columns {
     () => {
         "grant_id, token_hint, subject, audience, run_id, scopes, labels, max_uses, use_count, \
-         issued_by, issued_at, expires_at, revoked_at, revoke_reason, last_used_at"
+         issued_by, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, \
+         revoke_run_on_replay"
     };
 }
 
@@ -28,8 +29,9 @@ macro_rules! insert {
     ($now:literal) => {
         concat!(
             "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
-             scopes, labels, sealed_payload, max_uses, issued_by, issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, ",
+             scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
+             issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, ",
             $now,
             ", ",
             $now,

@@ -78,6 +78,7 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
         revoked_at: row.try_get("revoked_at")?,
         revoke_reason: row.try_get("revoke_reason")?,
         last_used_at: row.try_get("last_used_at")?,
+        revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
     })
 }
 
@@ -104,6 +105,11 @@ impl Store for SqliteStore {
                 "claim keys",
                 include_str!("../../migrations/sqlite/0002_claim_keys.sql"),
             ),
+            migration(
+                3,
+                "revoke run on replay",
+                include_str!("../../migrations/sqlite/0003_revoke_run_on_replay.sql"),
+            ),
         ]);
         migrator.run(&self.pool).await?;
         Ok(())
@@ -123,6 +129,7 @@ impl Store for SqliteStore {
             .bind(i64::from(grant.max_uses))
             .bind(&grant.issued_by)
             .bind(micros(grant.ttl))
+            .bind(grant.revoke_run_on_replay)
             .fetch_one(&self.pool)
             .await?;
         Ok(grant_from_row(&row)?)

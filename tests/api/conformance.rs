@@ -155,6 +155,7 @@ fn new_grant(issuer: &str, run: &str, max_uses: u32, ttl: Duration) -> (Token, N
         max_uses,
         issued_by: issuer.into(),
         ttl,
+        revoke_run_on_replay: false,
         sealed_payload: vec![1, 2, 3],
     };
     (token, grant)

@@ -8,7 +8,8 @@ use crate::support::{Backend, TestApp, channel, check, claim, mint_req};
 
 crate::both_backends!(
     a_retried_claim_returns_the_original_outcome,
-    racing_retries_with_one_key_use_once
+    racing_retries_with_one_key_use_once,
+    replay_of_a_flagged_grant_revokes_its_run,
 );
 
 fn keyed_claim(token: &str, key: &str) -> pb::ClaimRequest {
@@ -124,4 +125,75 @@ async fn racing_retries_with_one_key_use_once(backend: Backend) {
     }
     let id = token.grant.unwrap().grant_id;
     assert_eq!(app.get("minter", &id).await.unwrap().use_count, 1);
+}
+
+/// Presenting a used-up or revoked token again is a replay. The caller sees
+/// only TOKEN_UNKNOWN; a grant minted with revoke_run_on_replay takes its
+/// whole run down (reason COMPROMISED), other runs stay.
+async fn replay_of_a_flagged_grant_revokes_its_run(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let in_run = |run: &str, flagged: bool, max_uses: u32| pb::MintRequest {
+        run_id: run.into(),
+        revoke_run_on_replay: flagged,
+        max_uses,
+        ..mint_req("u")
+    };
+    let tripwire = app.mint("minter", in_run("run-9", true, 1)).await.unwrap();
+    assert!(tripwire.grant.as_ref().unwrap().revoke_run_on_replay);
+    let sibling = app.mint("minter", in_run("run-9", false, 0)).await.unwrap();
+    let other_run = app
+        .mint("minter", in_run("run-10", false, 0))
+        .await
+        .unwrap();
+    let unflagged = app
+        .mint("minter", in_run("run-11", false, 1))
+        .await
+        .unwrap();
+    let bystander = app
+        .mint("minter", in_run("run-11", false, 0))
+        .await
+        .unwrap();
+
+    assert!(
+        app.claim("proxy", claim(&tripwire.token))
+            .await
+            .unwrap()
+            .claimed
+    );
+    assert!(
+        app.claim("proxy", claim(&unflagged.token))
+            .await
+            .unwrap()
+            .claimed
+    );
+    // The replays: answered like any unknown token.
+    for replayed in [&tripwire.token, &unflagged.token] {
+        let answer = app.claim("proxy", claim(replayed)).await.unwrap();
+        assert_eq!(
+            (answer.claimed, answer.denial),
+            (false, Denial::TokenUnknown as i32)
+        );
+    }
+    let sibling_now = app.validate("proxy", check(&sibling.token)).await.unwrap();
+    assert_eq!(
+        sibling_now.denial,
+        Denial::TokenUnknown as i32,
+        "the run is revoked"
+    );
+    let id = sibling.grant.unwrap().grant_id;
+    let revoked = app.get("minter", &id).await.unwrap();
+    assert_eq!(revoked.revoke_reason, pb::RevokeReason::Compromised as i32);
+    assert!(
+        app.validate("proxy", check(&other_run.token))
+            .await
+            .unwrap()
+            .valid
+    );
+    assert!(
+        app.validate("proxy", check(&bystander.token))
+            .await
+            .unwrap()
+            .valid,
+        "unflagged: run stays"
+    );
 }

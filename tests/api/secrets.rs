@@ -121,9 +121,32 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
 
     let log = server.terminate().await.join("\n");
     assert!(log.contains("claimed"), "the log is being captured");
+    let grant_id = minted.grant.unwrap().grant_id;
+    assert!(log.contains(&grant_id), "the log names the grant");
+
+    // The audit trail: mint, claim and the replay of this token, correlated
+    // by one keyed MAC of the token (never the token).
+    let audit: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .filter(|e: &serde_json::Value| e["target"] == "tessera::audit")
+        .collect();
+    let of = |event: &str| {
+        audit
+            .iter()
+            .find(|e| e["event"] == event && e["grant_id"] == grant_id.as_str())
+            .unwrap_or_else(|| panic!("no {event} audit event: {audit:#?}"))
+    };
+    let mac = of("mint")["token_mac"].as_str().unwrap().to_owned();
+    assert_eq!(mac.len(), 32);
+    assert_eq!(of("claim")["token_mac"], mac.as_str());
+    assert_eq!(of("replay")["token_mac"], mac.as_str());
+    assert_eq!(of("replay")["replays"], 1);
     assert!(
-        log.contains(&minted.grant.unwrap().grant_id),
-        "the log names the grant"
+        audit
+            .iter()
+            .any(|e| e["event"] == "revoke" && e["client"] == "minter"),
+        "{audit:#?}"
     );
     let mut keys = keys.all();
     keys.push("tsk_ForgedKeyForgedKeyForgedKey".into());

@@ -273,6 +273,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         sweep_interval: d(options.sweep_interval),
         cache_max_age: d(options.cache_max_age),
         cache_capacity: 10_000,
+        audit_key: None,
         log_format: LogFormat::Text,
         no_migrate: false,
     }
