@@ -13,6 +13,7 @@ mod race;
 mod retry;
 mod rules;
 mod secrets;
+mod statements;
 
 /// Instantiates each async test body once per backend.
 #[macro_export]

@@ -1,0 +1,180 @@
+//! The refusals that must be indistinguishable run the same statements: a
+//! store that records every call it gets stands behind a real authority.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tessera::{
+    audit::Audit,
+    authority::{Authority, Check, Claimed, Denial, MintSpec, Policy, Validated},
+    cache::Invalidation,
+    clients::{Caller, Role},
+    config::DatabaseConfig,
+    store::{
+        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Result, RevokeTarget,
+        SqliteStore, Store,
+    },
+    token::{Token, TokenHash},
+};
+
+use crate::support::{Backend, TestDb};
+
+/// Delegates to `inner`, noting the name of every call.
+#[derive(Clone)]
+struct Recording<S> {
+    inner: S,
+    calls: Arc<Mutex<Vec<&'static str>>>,
+}
+
+impl<S> Recording<S> {
+    fn note(&self, call: &'static str) {
+        self.calls.lock().unwrap().push(call);
+    }
+
+    fn take(&self) -> Vec<&'static str> {
+        std::mem::take(&mut self.calls.lock().unwrap())
+    }
+}
+
+impl<S: Store + Clone> Store for Recording<S> {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        self.inner.migrate().await
+    }
+    async fn insert(&self, g: &NewGrant) -> Result<Grant> {
+        self.note("insert");
+        self.inner.insert(g).await
+    }
+    async fn find(&self, h: &TokenHash) -> Result<Option<Lookup>> {
+        self.note("find");
+        self.inner.find(h).await
+    }
+    async fn touch(&self, id: &str, at: i64) -> Result<()> {
+        self.note("touch");
+        self.inner.touch(id, at).await
+    }
+    async fn consume(&self, id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
+        self.note("consume");
+        self.inner.consume(id).await
+    }
+    async fn consume_keyed(&self, id: &str, client: &str, key: &[u8; 32]) -> Result<Keyed> {
+        self.note("consume_keyed");
+        self.inner.consume_keyed(id, client, key).await
+    }
+    async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: i32) -> Result<u64> {
+        self.note("revoke");
+        self.inner.revoke(t, by, r).await
+    }
+    async fn get(&self, id: &str, by: Option<&str>) -> Result<Option<Grant>> {
+        self.note("get");
+        self.inner.get(id, by).await
+    }
+    async fn list(&self, q: &ListQuery) -> Result<ListPage> {
+        self.note("list");
+        self.inner.list(q).await
+    }
+    async fn sweep(&self, r: Duration, b: u32) -> Result<u64> {
+        self.inner.sweep(r, b).await
+    }
+    async fn ping(&self) -> Result<()> {
+        self.inner.ping().await
+    }
+    async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
+        self.inner.listen(on).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+crate::both_backends!(hidden_refusals_run_the_same_statements);
+
+async fn hidden_refusals_run_the_same_statements(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let config = DatabaseConfig {
+        url: db.url().to_owned(),
+        max_connections: 4,
+        acquire_timeout: Duration::from_secs(2),
+        statement_timeout: Duration::from_secs(5),
+    };
+    match backend {
+        Backend::Postgres => run(PgStore::connect_lazy(&config).unwrap()).await,
+        Backend::Sqlite => run(SqliteStore::connect_lazy(&config).unwrap()).await,
+    }
+}
+
+async fn run<S: Store + Clone>(store: S) {
+    store.migrate().await.unwrap();
+    let store = Recording {
+        inner: store,
+        calls: Arc::default(),
+    };
+    let policy = Policy {
+        default_ttl: Duration::from_secs(600),
+        max_ttl: Duration::from_secs(3600),
+    };
+    let authority = Authority::new(store.clone(), policy, None, Audit::new(None));
+    let minter = Caller::new("minter", &[Role::Mint, Role::Claim, Role::Revoke]);
+    let proxy = Caller::new("proxy", &[Role::Validate, Role::Claim]);
+    let outsider = Caller::new("outsider", &[Role::Validate, Role::Claim]);
+    let mint = |max_uses| MintSpec {
+        subject: "alice".into(),
+        audience: vec!["proxy".into()],
+        run_id: "run".into(),
+        scopes: vec![],
+        labels: Default::default(),
+        ttl: None,
+        max_uses,
+        payload: b"p".to_vec(),
+        revoke_run_on_replay: false,
+    };
+    let (revoked, _) = authority.mint(&minter, mint(0)).await.unwrap();
+    let target = tessera::authority::Target::Token(revoked.clone());
+    authority.revoke(&minter, target, 1).await.unwrap();
+    let (used, _) = authority.mint(&minter, mint(1)).await.unwrap();
+    assert!(matches!(
+        authority.claim(&proxy, check(&used, None)).await.unwrap(),
+        Claimed::Claimed { .. }
+    ));
+    let (live, _) = authority.mint(&minter, mint(0)).await.unwrap();
+
+    let cases: [(&str, &Caller, Token, Option<&str>); 5] = [
+        ("never minted", &proxy, Token::generate(), None),
+        ("revoked", &proxy, revoked, None),
+        ("used up", &proxy, used, None),
+        ("other subject", &proxy, live.clone(), Some("mallory")),
+        ("outside audience", &outsider, live, None),
+    ];
+    for (name, caller, token, subject) in &cases {
+        store.take();
+        let validated = authority
+            .validate(caller, check(token, *subject))
+            .await
+            .unwrap();
+        assert!(
+            matches!(validated, Validated::Denied(Denial::Unknown)),
+            "{name}"
+        );
+        assert_eq!(store.take(), ["find"], "validate, {name}");
+        let claimed = authority
+            .claim(caller, check(token, *subject))
+            .await
+            .unwrap();
+        assert!(
+            matches!(claimed, Claimed::Denied(Denial::Unknown)),
+            "{name}"
+        );
+        assert_eq!(store.take(), ["find"], "claim, {name}");
+    }
+}
+
+fn check(token: &Token, subject: Option<&str>) -> Check {
+    Check {
+        token: token.expose().to_owned(),
+        required_scopes: vec![],
+        subject: subject.map(str::to_owned),
+        bounded: false,
+        claim_key: None,
+    }
+}
