@@ -48,7 +48,13 @@ impl PgStore {
     /// can start (and report NOT_SERVING) while the database is away.
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
         let options: PgConnectOptions = db.url.parse()?;
-        let options = options.application_name("tessera").options([(
+        // The URL may name the connections (`application_name=`), e.g. one
+        // name per replica; otherwise they are "tessera".
+        let options = match options.get_application_name() {
+            Some(_) => options,
+            None => options.application_name("tessera"),
+        };
+        let options = options.options([(
             "statement_timeout",
             format!("{}ms", db.statement_timeout.as_millis()),
         )]);
@@ -78,6 +84,17 @@ impl PgStore {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// The connection failed under the query (not the query itself).
+fn is_broken_connection(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
     }
 }
 
@@ -188,10 +205,27 @@ impl Store for PgStore {
     }
 
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
-        let row = sqlx::query(pg!(find))
-            .bind(&hash.0[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let find = || {
+            sqlx::query(pg!(find))
+                .bind(&hash.0[..])
+                .fetch_optional(&self.pool)
+        };
+        // A read is safe to repeat: a connection that died in the pool (the
+        // database restarted, a proxy timed it out) costs a retry on another
+        // one instead of a failed call. Each failure discards one dead
+        // connection, so after a restart it may take a few; retrying stops
+        // after half a second, when the database itself is more likely gone.
+        // Writes are never retried here: their first attempt may have
+        // committed.
+        let started = std::time::Instant::now();
+        let row = loop {
+            match find().await {
+                Err(err)
+                    if is_broken_connection(&err)
+                        && started.elapsed() < Duration::from_millis(500) => {}
+                result => break result?,
+            }
+        };
         let Some(row) = row else { return Ok(None) };
         let grant = grant_from_row(&row)?;
         let now: i64 = row.try_get("now")?;

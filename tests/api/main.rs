@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod cache;
 mod conformance;
+mod faults;
 mod input;
 mod ops;
 mod overload;

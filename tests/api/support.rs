@@ -73,7 +73,11 @@ impl TestDb {
                 let sep = if base.contains('?') { '&' } else { '?' };
                 Self {
                     backend,
-                    url: format!("{base}{sep}options=-c%20search_path%3D{schema}"),
+                    // The schema names the connections too, so a test can
+                    // find (and kill) its own server's connections.
+                    url: format!(
+                        "{base}{sep}options=-c%20search_path%3D{schema}&application_name={schema}"
+                    ),
                     schema: Some(schema),
                     _dir: None,
                 }
@@ -93,6 +97,22 @@ impl TestDb {
 
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Kills every PostgreSQL connection the servers of this test hold, as
+    /// a database restart would.
+    pub async fn kill_connections(&self) -> i64 {
+        let schema = self.schema.clone().expect("PostgreSQL only");
+        let pool = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+        let (killed,): (i64,) = sqlx::query_as(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+        )
+        .bind(schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        killed
     }
 
     /// A URL that reaches this database through `proxy` (PostgreSQL only).

@@ -1,0 +1,195 @@
+//! Database faults, injected for real: a proxy that cuts every connection
+//! and refuses new ones, and PostgreSQL killing the server's connections.
+
+use std::time::{Duration, Instant};
+
+use tessera::pb::{
+    self, Denial, revoke_request::Target, token_authority_client::TokenAuthorityClient,
+};
+use tonic::{Code, transport::Channel};
+
+use crate::support::{
+    Backend, Keys, Options, Proxy, TestApp, TestDb, channel, check, claim, config, keyed, mint_req,
+    postgres_addr, revoke,
+};
+
+struct Via {
+    client: TokenAuthorityClient<Channel>,
+    keys: Keys,
+}
+
+impl Via {
+    fn key(&self) -> &str {
+        self.keys.key("minter")
+    }
+    async fn mint(&mut self, m: pb::MintRequest) -> Result<pb::MintResponse, tonic::Status> {
+        let request = keyed(self.keys.key("minter"), m);
+        self.client.mint(request).await.map(|r| r.into_inner())
+    }
+}
+
+/// While the database is cut off every call is UNAVAILABLE within the
+/// acquire timeout (2 s here), never a denial and never a success; once it
+/// is back the same server serves again, every acknowledged mint validates,
+/// and no use was counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_unavailable_and_loses_nothing_acknowledged() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = Proxy::start(postgres_addr().await).await;
+    let keys = Keys::new();
+    let app = tessera::app::App::build(config(
+        &db.url_via(proxy.addr),
+        Some(keys.file.path().into()),
+        &Options::default(),
+    ))
+    .await
+    .unwrap();
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let mut via = Via {
+        client: TokenAuthorityClient::new(channel(addr).await),
+        keys,
+    };
+
+    let mut acknowledged = Vec::new();
+    let mut claimed = Vec::new();
+    for round in 0..3 {
+        // Up: mint and claim.
+        for _ in 0..10 {
+            let minted = via
+                .mint(pb::MintRequest {
+                    max_uses: 1,
+                    ..mint_req("u")
+                })
+                .await
+                .unwrap();
+            let key = via.key().to_owned();
+            let answer = via
+                .client
+                .claim(keyed(&key, claim(&minted.token)))
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(answer.claimed);
+            claimed.push(minted.token.clone());
+            acknowledged.push(via.mint(mint_req("u")).await.unwrap().token);
+        }
+        // Down: every RPC is UNAVAILABLE, quickly.
+        proxy.cut();
+        let key = via.key().to_owned();
+        let live = acknowledged[0].clone();
+        let started = Instant::now();
+        let codes = [
+            via.mint(mint_req("u"))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            via.client
+                .validate(keyed(&key, check(&live)))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            via.client
+                .claim(keyed(&key, claim(&live)))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+            via.client
+                .revoke(keyed(&key, revoke(Target::Token(live.clone()))))
+                .await
+                .map(|_| ())
+                .unwrap_err()
+                .code(),
+        ];
+        assert_eq!(codes, [Code::Unavailable; 4], "round {round}");
+        assert!(
+            started.elapsed() < Duration::from_secs(4 * 3),
+            "each within the acquire timeout: {:?}",
+            started.elapsed()
+        );
+        proxy.restore();
+        // Back: the first calls may still meet a dead pooled connection.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while via.mint(mint_req("u")).await.is_err() {
+            assert!(Instant::now() < deadline, "no recovery within 10 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let key = via.key().to_owned();
+    for token in &acknowledged {
+        let answer = via
+            .client
+            .validate(keyed(&key, check(token)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.valid, "an acknowledged mint survived the outages");
+        let answer = via
+            .client
+            .claim(keyed(&key, claim(token)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.grant.unwrap().use_count,
+            1,
+            "no use was counted during the outages"
+        );
+    }
+    for token in &claimed {
+        let answer = via
+            .client
+            .claim(keyed(&key, claim(token)))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            answer.denial,
+            Denial::TokenUnknown as i32,
+            "used once, stays used"
+        );
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}
+
+/// PostgreSQL kills every connection the server holds (as a restart does):
+/// the server recovers by itself. Validate is a read, retried on another
+/// connection, so not even one call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovers_when_postgres_kills_its_connections() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let token = app.mint("minter", mint_req("u")).await.unwrap().token;
+    for _ in 0..20 {
+        assert!(app.validate("minter", check(&token)).await.unwrap().valid);
+    }
+    for round in 0..3 {
+        let killed = app.db.kill_connections().await;
+        assert!(killed > 0, "round {round}: the server had connections");
+        let mut failures = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut streak = 0;
+        while streak < 20 {
+            match app.validate("minter", check(&token)).await {
+                Ok(answer) => {
+                    assert!(answer.valid, "never a denial");
+                    streak += 1;
+                }
+                Err(status) => {
+                    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                    failures += 1;
+                    streak = 0;
+                }
+            }
+            assert!(Instant::now() < deadline, "no recovery within 10 s");
+        }
+        eprintln!("round {round}: killed {killed} connections, {failures} calls UNAVAILABLE");
+        assert_eq!(failures, 0, "reads retry on another connection");
+    }
+}
