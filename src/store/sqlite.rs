@@ -17,7 +17,7 @@ use sqlx::{
 
 use super::{
     Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
-    TOUCH_INTERVAL, micros, sql, to_u32,
+    StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
 };
 use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
 
@@ -180,46 +180,18 @@ impl Store for SqliteStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Keyed> {
-        let mut tx = self.pool.begin().await?;
-        let reserved = sqlx::query(sql::reserve_key!())
-            .bind(grant_id)
-            .bind(client_id)
-            .bind(&key_hash[..])
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if reserved == 0 {
-            let row = sqlx::query(sql::prior_claim!())
-                .bind(grant_id)
-                .bind(client_id)
-                .bind(&key_hash[..])
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            let mut grant = grant_from_row(&row)?;
-            grant.use_count = to_u32(row.try_get("use_number")?);
-            grant.last_used_at = Some(row.try_get("claimed_at")?);
-            return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
-        }
-        let Some(row) = sqlx::query(lite!(consume))
-            .bind(grant_id)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            tx.rollback().await?;
-            return Ok(Keyed::Refused);
-        };
-        let grant = grant_from_row(&row)?;
-        sqlx::query(sql::record_key!())
-            .bind(grant_id)
-            .bind(client_id)
-            .bind(&key_hash[..])
-            .bind(i64::from(grant.use_count))
-            .bind(grant.last_used_at)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
+        // On a task of its own: a caller that goes away mid-transaction must
+        // not leave it open (or half done) on a pooled connection. The claim
+        // completes, and a retry with the key finds it.
+        let (pool, grant_id, client_id, key_hash) = (
+            self.pool.clone(),
+            grant_id.to_owned(),
+            client_id.to_owned(),
+            *key_hash,
+        );
+        tokio::spawn(async move { keyed_claim(&pool, &grant_id, &client_id, &key_hash).await })
+            .await
+            .map_err(|_| StoreError::Internal(sqlx::Error::WorkerCrashed))?
     }
 
     async fn revoke(
@@ -290,4 +262,53 @@ impl Store for SqliteStore {
         self.health.close().await;
         self.pool.close().await;
     }
+}
+
+/// The transaction behind [`Store::consume_keyed`].
+async fn keyed_claim(
+    pool: &SqlitePool,
+    grant_id: &str,
+    client_id: &str,
+    key_hash: &[u8; 32],
+) -> Result<Keyed> {
+    let mut tx = pool.begin().await?;
+    let reserved = sqlx::query(sql::reserve_key!())
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if reserved == 0 {
+        let row = sqlx::query(sql::prior_claim!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let mut grant = grant_from_row(&row)?;
+        grant.use_count = to_u32(row.try_get("use_number")?);
+        grant.last_used_at = Some(row.try_get("claimed_at")?);
+        return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
+    }
+    let Some(row) = sqlx::query(lite!(consume))
+        .bind(grant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        tx.rollback().await?;
+        return Ok(Keyed::Refused);
+    };
+    let grant = grant_from_row(&row)?;
+    sqlx::query(sql::record_key!())
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .bind(i64::from(grant.use_count))
+        .bind(grant.last_used_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
 }

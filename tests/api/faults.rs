@@ -193,3 +193,64 @@ async fn recovers_when_postgres_kills_its_connections() {
         assert_eq!(failures, 0, "reads retry on another connection");
     }
 }
+
+/// Clients cancel calls at random points, keyed claims (transactions)
+/// included: no connection is left idle in a transaction, no pooled
+/// connection is poisoned, and the next calls succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_calls_leave_no_connection_in_a_transaction() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let mut tokens = Vec::new();
+    for _ in 0..20 {
+        let m = pb::MintRequest {
+            max_uses: 1_000,
+            ..mint_req("u")
+        };
+        tokens.push(app.mint("minter", m).await.unwrap().token);
+    }
+    // Waves of 16 calls, each cancelled after 0 to 20 ms: before, during or
+    // after its database work.
+    let (mut completed, mut total) = (0, 0);
+    for wave in 0..25u64 {
+        let mut calls = Vec::new();
+        for j in 0..16u64 {
+            let i = wave * 16 + j;
+            let mut client = app.client();
+            let token = tokens[i as usize % tokens.len()].clone();
+            let request = if i % 2 == 0 {
+                let key = format!("k-{i}");
+                app.req(
+                    "minter",
+                    pb::ClaimRequest {
+                        claim_key: key,
+                        ..claim(&token)
+                    },
+                )
+            } else {
+                app.req("minter", claim(&token))
+            };
+            let cancel_after = Duration::from_micros((i * 7919) % 20_000);
+            calls.push(tokio::spawn(async move {
+                tokio::time::timeout(cancel_after, client.claim(request))
+                    .await
+                    .is_ok()
+            }));
+        }
+        for call in calls {
+            completed += usize::from(call.await.unwrap());
+            total += 1;
+        }
+    }
+    eprintln!("{completed} of {total} calls completed, the rest were cancelled");
+    assert!(
+        completed > 0 && completed < total,
+        "both outcomes exercised"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stuck = app.db.connections_in_transaction().await;
+    assert_eq!(stuck, 0, "connections left idle in a transaction");
+    for token in &tokens {
+        let answer = app.claim("minter", claim(token)).await.unwrap();
+        assert!(answer.claimed, "the pool serves again");
+    }
+}

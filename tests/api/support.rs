@@ -99,6 +99,22 @@ impl TestDb {
         &self.url
     }
 
+    /// This test's server connections that sit idle inside a transaction.
+    pub async fn connections_in_transaction(&self) -> i64 {
+        let schema = self.schema.clone().expect("PostgreSQL only");
+        let pool = sqlx::PgPool::connect(&postgres_url()).await.unwrap();
+        let (stuck,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE application_name = $1 AND state LIKE 'idle in transaction%'",
+        )
+        .bind(schema)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        stuck
+    }
+
     /// Kills every PostgreSQL connection the servers of this test hold, as
     /// a database restart would.
     pub async fn kill_connections(&self) -> i64 {
