@@ -28,6 +28,8 @@ pub mod bench;
 pub mod cache;
 pub mod clients;
 pub mod config;
+#[cfg(test)]
+mod fuzz;
 pub mod grpc;
 pub mod input;
 pub mod seal;

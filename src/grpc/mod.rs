@@ -1,7 +1,7 @@
 //! The gRPC adapter: authenticate, shape the input, call the authority, map
 //! the result. No rule lives here.
 
-mod convert;
+pub(crate) mod convert;
 mod redact;
 mod shed;
 mod status;
