@@ -254,3 +254,87 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
         assert!(answer.claimed, "the pool serves again");
     }
 }
+
+/// A slow database (200 ms each way on every exchange): calls still answer
+/// correctly, only later; health stays SERVING, and each health check
+/// answers in well under a second; when the latency goes, so does the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_database_is_slow_not_wrong() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let proxy = Proxy::start(postgres_addr().await).await;
+    let keys = Keys::new();
+    let app = tessera::app::App::build(config(
+        &db.url_via(proxy.addr),
+        Some(keys.file.path().into()),
+        &Options::default(),
+    ))
+    .await
+    .unwrap();
+    let addr = app.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let mut via = Via {
+        client: TokenAuthorityClient::new(channel(addr).await),
+        keys,
+    };
+    let token = via
+        .mint(pb::MintRequest {
+            max_uses: 2,
+            ..mint_req("u")
+        })
+        .await
+        .unwrap()
+        .token;
+    let key = via.key().to_owned();
+
+    proxy.set_latency(Duration::from_millis(200));
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr).await);
+    let started = Instant::now();
+    let answer = via
+        .client
+        .claim(keyed(&key, claim(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    let slow = started.elapsed();
+    assert!(answer.claimed && answer.grant.unwrap().use_count == 1);
+    assert!(
+        slow >= Duration::from_millis(400),
+        "the latency applied: {slow:?}"
+    );
+    for _ in 0..5 {
+        let asked = Instant::now();
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert!(
+            asked.elapsed() < Duration::from_millis(100),
+            "health answers from memory"
+        );
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    proxy.set_latency(Duration::ZERO);
+    let started = Instant::now();
+    let answer = via
+        .client
+        .claim(keyed(&key, claim(&token)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.grant.unwrap().use_count, 2);
+    assert!(started.elapsed() < slow, "fast again");
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
+}

@@ -618,16 +618,41 @@ impl Process {
     }
 }
 
-/// A TCP proxy in front of PostgreSQL that a test can cut and restore.
+/// A TCP proxy in front of PostgreSQL that a test can slow down, cut (every
+/// open connection dies, new ones are refused) and restore.
 pub struct Proxy {
     pub addr: SocketAddr,
     state: Arc<Mutex<ProxyState>>,
+    /// Added to every chunk of bytes, each way, in microseconds.
+    latency_us: Arc<std::sync::atomic::AtomicU64>,
     accept: JoinHandle<()>,
 }
 
 struct ProxyState {
     open: bool,
     links: Vec<JoinHandle<()>>,
+}
+
+/// Copies `from` to `to`, holding each chunk for the current latency.
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    latency_us: Arc<std::sync::atomic::AtomicU64>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n) = from.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        let delay = latency_us.load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
 }
 
 impl Proxy {
@@ -638,25 +663,41 @@ impl Proxy {
             open: true,
             links: Vec::new(),
         }));
-        let shared = state.clone();
+        let latency_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (shared, latency) = (state.clone(), latency_us.clone());
         let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let mut state = shared.lock().unwrap();
                 if !state.open {
                     continue; // dropped: the connection is reset at once
                 }
+                let latency = latency.clone();
                 state.links.push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
+                    let Ok(outbound) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (in_read, in_write) = inbound.into_split();
+                    let (out_read, out_write) = outbound.into_split();
+                    tokio::join!(
+                        pump(in_read, out_write, latency.clone()),
+                        pump(out_read, in_write, latency),
+                    );
                 }));
             }
         });
         Self {
             addr,
             state,
+            latency_us,
             accept,
         }
+    }
+
+    /// Delays every chunk of bytes, each way, by `latency`.
+    pub fn set_latency(&self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.latency_us
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Kills every open connection and refuses new ones.
