@@ -1,32 +1,16 @@
-//! Database faults, injected for real: a proxy that cuts every connection
-//! and refuses new ones, and PostgreSQL killing the server's connections.
+//! Database faults, injected for real: a proxy that slows, cuts every
+//! connection and refuses new ones, and PostgreSQL killing the server's
+//! connections.
 
 use std::time::{Duration, Instant};
 
-use tessera::pb::{
-    self, Denial, revoke_request::Target, token_authority_client::TokenAuthorityClient,
-};
-use tonic::{Code, transport::Channel};
-
-use crate::support::{
-    Backend, Keys, Options, Proxy, TestApp, TestDb, channel, check, claim, config, keyed, mint_req,
-    postgres_addr, revoke,
+use tessera::pb::{self, Denial, revoke_request::Target};
+use tonic::Code;
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-struct Via {
-    client: TokenAuthorityClient<Channel>,
-    keys: Keys,
-}
-
-impl Via {
-    fn key(&self) -> &str {
-        self.keys.key("minter")
-    }
-    async fn mint(&mut self, m: pb::MintRequest) -> Result<pb::MintResponse, tonic::Status> {
-        let request = keyed(self.keys.key("minter"), m);
-        self.client.mint(request).await.map(|r| r.into_inner())
-    }
-}
+use crate::support::{Backend, Proxy, TestApp, check, claim, mint_req, postgres_addr, revoke};
 
 /// While the database is cut off every call is UNAVAILABLE within the
 /// acquire timeout (2 s here), never a denial and never a success; once it
@@ -34,108 +18,73 @@ impl Via {
 /// and no use was counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_is_unavailable_and_loses_nothing_acknowledged() {
-    let db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(postgres_addr().await).await;
-    let keys = Keys::new();
-    let app = tessera::app::App::build(config(
-        &db.url_via(proxy.addr),
-        Some(keys.file.path().into()),
-        &Options::default(),
-    ))
-    .await
-    .unwrap();
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let mut via = Via {
-        client: TokenAuthorityClient::new(channel(addr).await),
-        keys,
-    };
-
+    let mut app = TestApp::spawn_behind(&proxy).await;
     let mut acknowledged = Vec::new();
     let mut claimed = Vec::new();
     for round in 0..3 {
         // Up: mint and claim.
         for _ in 0..10 {
-            let minted = via
-                .mint(pb::MintRequest {
-                    max_uses: 1,
-                    ..mint_req("u")
-                })
-                .await
-                .unwrap();
-            let key = via.key().to_owned();
-            let answer = via
-                .client
-                .claim(keyed(&key, claim(&minted.token)))
-                .await
-                .unwrap()
-                .into_inner();
-            assert!(answer.claimed);
-            claimed.push(minted.token.clone());
-            acknowledged.push(via.mint(mint_req("u")).await.unwrap().token);
+            let single = pb::MintRequest {
+                max_uses: 1,
+                ..mint_req("u")
+            };
+            let minted = app.mint("minter", single).await.unwrap();
+            assert!(
+                app.claim("minter", claim(&minted.token))
+                    .await
+                    .unwrap()
+                    .claimed
+            );
+            claimed.push(minted.token);
+            acknowledged.push(app.mint("minter", mint_req("u")).await.unwrap().token);
         }
         // Down: every RPC is UNAVAILABLE, quickly.
         proxy.cut();
-        let key = via.key().to_owned();
         let live = acknowledged[0].clone();
         let started = Instant::now();
         let codes = [
-            via.mint(mint_req("u"))
+            app.mint("minter", mint_req("u"))
                 .await
-                .map(|_| ())
+                .map(drop)
                 .unwrap_err()
                 .code(),
-            via.client
-                .validate(keyed(&key, check(&live)))
+            app.validate("minter", check(&live))
                 .await
-                .map(|_| ())
+                .map(drop)
                 .unwrap_err()
                 .code(),
-            via.client
-                .claim(keyed(&key, claim(&live)))
+            app.claim("minter", claim(&live))
                 .await
-                .map(|_| ())
+                .map(drop)
                 .unwrap_err()
                 .code(),
-            via.client
-                .revoke(keyed(&key, revoke(Target::Token(live.clone()))))
+            app.revoke("minter", revoke(Target::Token(live.clone())))
                 .await
-                .map(|_| ())
+                .map(drop)
                 .unwrap_err()
                 .code(),
         ];
         assert_eq!(codes, [Code::Unavailable; 4], "round {round}");
+        let took = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_secs(4 * 3),
-            "each within the acquire timeout: {:?}",
-            started.elapsed()
+            took < Duration::from_secs(4 * 3),
+            "each within the acquire timeout: {took:?}"
         );
         proxy.restore();
         // Back: the first calls may still meet a dead pooled connection.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while via.mint(mint_req("u")).await.is_err() {
+        while app.mint("minter", mint_req("u")).await.is_err() {
             assert!(Instant::now() < deadline, "no recovery within 10 s");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let key = via.key().to_owned();
     for token in &acknowledged {
-        let answer = via
-            .client
-            .validate(keyed(&key, check(token)))
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(answer.valid, "an acknowledged mint survived the outages");
-        let answer = via
-            .client
-            .claim(keyed(&key, claim(token)))
-            .await
-            .unwrap()
-            .into_inner();
+        assert!(
+            app.validate("minter", check(token)).await.unwrap().valid,
+            "an acknowledged mint survived"
+        );
+        let answer = app.claim("minter", claim(token)).await.unwrap();
         assert_eq!(
             answer.grant.unwrap().use_count,
             1,
@@ -143,20 +92,14 @@ async fn an_outage_is_unavailable_and_loses_nothing_acknowledged() {
         );
     }
     for token in &claimed {
-        let answer = via
-            .client
-            .claim(keyed(&key, claim(token)))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = app.claim("minter", claim(token)).await.unwrap();
         assert_eq!(
             answer.denial,
             Denial::TokenUnknown as i32,
             "used once, stays used"
         );
     }
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    app.shutdown().await;
 }
 
 /// PostgreSQL kills every connection the server holds (as a restart does):
@@ -260,44 +203,18 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
 /// answers in well under a second; when the latency goes, so does the delay.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_is_slow_not_wrong() {
-    let db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(postgres_addr().await).await;
-    let keys = Keys::new();
-    let app = tessera::app::App::build(config(
-        &db.url_via(proxy.addr),
-        Some(keys.file.path().into()),
-        &Options::default(),
-    ))
-    .await
-    .unwrap();
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let mut via = Via {
-        client: TokenAuthorityClient::new(channel(addr).await),
-        keys,
+    let mut app = TestApp::spawn_behind(&proxy).await;
+    let two_uses = pb::MintRequest {
+        max_uses: 2,
+        ..mint_req("u")
     };
-    let token = via
-        .mint(pb::MintRequest {
-            max_uses: 2,
-            ..mint_req("u")
-        })
-        .await
-        .unwrap()
-        .token;
-    let key = via.key().to_owned();
+    let token = app.mint("minter", two_uses).await.unwrap().token;
 
     proxy.set_latency(Duration::from_millis(200));
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(addr).await);
+    let mut health = HealthClient::new(app.channel.clone());
     let started = Instant::now();
-    let answer = via
-        .client
-        .claim(keyed(&key, claim(&token)))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = app.claim("minter", claim(&token)).await.unwrap();
     let slow = started.elapsed();
     assert!(answer.claimed && answer.grant.unwrap().use_count == 1);
     assert!(
@@ -306,35 +223,22 @@ async fn a_slow_database_is_slow_not_wrong() {
     );
     for _ in 0..5 {
         let asked = Instant::now();
-        let status = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        let status = health.check(request).await.unwrap().into_inner().status;
         assert!(
             asked.elapsed() < Duration::from_millis(100),
             "health answers from memory"
         );
-        assert_eq!(
-            status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        );
+        assert_eq!(status, ServingStatus::Serving as i32);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
     proxy.set_latency(Duration::ZERO);
     let started = Instant::now();
-    let answer = via
-        .client
-        .claim(keyed(&key, claim(&token)))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = app.claim("minter", claim(&token)).await.unwrap();
     assert_eq!(answer.grant.unwrap().use_count, 2);
     assert!(started.elapsed() < slow, "fast again");
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    app.shutdown().await;
 }

@@ -217,22 +217,9 @@ async fn wait_for(
 /// server turns NOT_SERVING within 5 s, and SERVING again when it returns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_follows_the_database() {
-    let db = TestDb::new(Backend::Postgres).await;
     let proxy = Proxy::start(postgres_addr().await).await;
-    let keys = Keys::new();
-    let app = tessera::app::App::build(config(
-        &db.url_via(proxy.addr),
-        Some(keys.file.path().into()),
-        &Options::default(),
-    ))
-    .await
-    .unwrap();
-    let addr = app.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let channel = channel(addr).await;
+    let mut app = TestApp::spawn_behind(&proxy).await;
+    let channel = app.channel.clone();
     let mut health = HealthClient::new(channel.clone());
     let names = ["", "tessera.v1.TokenAuthority"];
     for service in names {
@@ -265,15 +252,10 @@ async fn health_follows_the_database() {
     )
     .await;
     // Calls fail as UNAVAILABLE, never as a denial.
-    let mut client = pb::token_authority_client::TokenAuthorityClient::new(channel.clone());
-    let request = keyed(keys.key("minter"), mint_req("u"));
-    assert_eq!(
-        client.mint(request).await.unwrap_err().code(),
-        tonic::Code::Unavailable
-    );
+    let err = app.mint("minter", mint_req("u")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
     // A malformed token is judged without the database: still a denial.
-    let garbage = keyed(keys.key("proxy"), check("tsr_garbage"));
-    let answer = client.validate(garbage).await.unwrap().into_inner();
+    let answer = app.validate("proxy", check("tsr_garbage")).await.unwrap();
     assert_eq!(answer.denial, Denial::TokenMalformed as i32);
 
     proxy.restore();
@@ -287,8 +269,7 @@ async fn health_follows_the_database() {
         .await;
         eprintln!("{service:?} SERVING after {took:?}");
     }
-    stop.send(()).unwrap();
-    server.await.unwrap().unwrap();
+    app.shutdown().await;
 }
 
 /// SIGTERM: the process finishes and exits cleanly.

@@ -358,6 +358,15 @@ impl TestApp {
         }
     }
 
+    /// A server on a fresh PostgreSQL schema that it reaches through `proxy`.
+    pub async fn spawn_behind(proxy: &Proxy) -> Self {
+        let db = TestDb::new(Backend::Postgres).await;
+        let keys = Keys::new();
+        let clients = Some(keys.file.path().to_owned());
+        let config = config(&db.url_via(proxy.addr), clients, &Options::default());
+        Self::start_config(db, keys, config).await
+    }
+
     /// Another server on the same database, with the same clients.
     pub async fn replica(&self, options: Options) -> Self {
         let db = TestDb {
