@@ -480,28 +480,17 @@ impl<S: Store> Authority<S> {
     async fn revoke_run_on_replay(&self, grant: &Grant) {
         let run = RevokeTarget::RunId(grant.run_id.clone());
         let reason = 4; // REVOKE_REASON_COMPROMISED
-        match self
-            .store
-            .revoke(&run, Some(&grant.issued_by), reason)
-            .await
-        {
-            Ok(revoked) => {
-                if let Some(cache) = &self.cache {
-                    cache.invalidate_matching(|g| g.run_id == grant.run_id);
-                }
-                warn!(
-                    target: audit::TARGET,
-                    event = "revoke",
-                    client = %grant.issued_by,
-                    target = ?Described(&run),
-                    reason,
-                    revoked,
-                    "run revoked after a replay"
-                );
-            }
-            Err(err) => {
-                warn!(error = %err, run_id = ?grant.run_id, "revoking a replayed run failed")
-            }
+        let revoked = self
+            .revoke_where(
+                &run,
+                Some(&grant.issued_by),
+                reason,
+                &grant.issued_by,
+                "replay",
+            )
+            .await;
+        if let Err(err) = revoked {
+            warn!(error = %err, run_id = ?grant.run_id, "revoking a replayed run failed");
         }
     }
 
@@ -513,26 +502,43 @@ impl<S: Store> Authority<S> {
             Target::RunId(id) => RevokeTarget::RunId(id),
             Target::Subject(id) => RevokeTarget::Subject(id),
         };
-        let revoked = self.store.revoke(&target, scope, reason).await?;
-        if let Some(cache) = &self.cache {
-            match &target {
-                RevokeTarget::Token(hash) => cache.invalidate(hash),
-                RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
-                RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
-                RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
-            }
-        }
+        let revoked = self
+            .revoke_where(&target, scope, reason, &caller.id, "request")
+            .await?;
         if let RevokeTarget::GrantId(id) = &target {
             // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
             if revoked == 0 && self.store.get(id, scope).await?.is_none() {
                 return Err(Error::NotFound);
             }
         }
+        Ok(revoked)
+    }
+
+    /// Revokes, forgets the revoked grants in this replica's cache, and
+    /// records it in the audit trail (`cause`: a request, or a replay).
+    async fn revoke_where(
+        &self,
+        target: &RevokeTarget,
+        issued_by: Option<&str>,
+        reason: i32,
+        client: &str,
+        cause: &'static str,
+    ) -> Result<u64> {
+        let revoked = self.store.revoke(target, issued_by, reason).await?;
+        if let Some(cache) = &self.cache {
+            match target {
+                RevokeTarget::Token(hash) => cache.invalidate(hash),
+                RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
+                RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
+                RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
+            }
+        }
         info!(
             target: audit::TARGET,
             event = "revoke",
-            client = %caller.id,
-            target = ?Described(&target),
+            client,
+            cause,
+            target = ?Described(target),
             reason,
             revoked,
             "revoked"
