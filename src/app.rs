@@ -123,7 +123,7 @@ async fn serve<S: Store + Clone>(
             max_ttl: config.max_ttl,
         },
         cache.clone(),
-        Audit::new(config.audit_key),
+        Audit::new(config.audit_key()?),
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
     set_readiness(&reporter, ServingStatus::NotServing).await;

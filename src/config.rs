@@ -61,8 +61,10 @@ pub struct Config {
     /// Key (64 hex digits) for the `token_mac` of audit events, so that
     /// events about one token correlate across replicas and restarts.
     /// Without one, a random key per process.
-    #[arg(long, env = "TESSERA_AUDIT_KEY", value_parser = parse_key, hide_env_values = true)]
-    pub audit_key: Option<[u8; 32]>,
+    /// (A string here, checked by `check`: clap would print a rejected
+    /// value, and this one is a secret.)
+    #[arg(long, env = "TESSERA_AUDIT_KEY", hide_env_values = true)]
+    pub audit_key: Option<String>,
 
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
@@ -76,6 +78,7 @@ pub struct Config {
 impl Config {
     /// Checks what clap cannot: relations between fields.
     pub fn check(&self) -> anyhow::Result<()> {
+        self.audit_key()?;
         anyhow::ensure!(
             !self.default_ttl.is_zero(),
             "--default-ttl must be positive"
@@ -119,7 +122,7 @@ impl fmt::Debug for Config {
             .field("sweep_interval", &self.sweep_interval)
             .field("cache_max_age", &self.cache_max_age)
             .field("cache_capacity", &self.cache_capacity)
-            .field("audit_key", &self.audit_key.map(|_| "<set>"))
+            .field("audit_key", &self.audit_key.as_ref().map(|_| "<set>"))
             .field("log_format", &self.log_format)
             .field("no_migrate", &self.no_migrate)
             .finish()
@@ -244,12 +247,17 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// 32 bytes as 64 hex digits. The error never repeats the input: it is a secret.
-fn parse_key(text: &str) -> Result<[u8; 32], String> {
-    let mut key = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut key)
-        .map_err(|_| "must be 64 hex digits (32 bytes)".to_owned())?;
-    Ok(key)
+impl Config {
+    /// `--audit-key` as bytes. The error never repeats the input: it is a secret.
+    pub fn audit_key(&self) -> anyhow::Result<Option<[u8; 32]>> {
+        let Some(text) = &self.audit_key else {
+            return Ok(None);
+        };
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key)
+            .map_err(|_| anyhow::anyhow!("--audit-key must be 64 hex digits (32 bytes)"))?;
+        Ok(Some(key))
+    }
 }
 
 /// `500ms`, `30s`, `15m`, `24h`, `30d`.
@@ -292,6 +300,38 @@ mod tests {
         assert!(parse_duration("m").is_err());
         assert!(parse_duration("5y").is_err());
         assert!(parse_duration("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_audit_key_and_the_database_password() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        let key = "ab".repeat(32);
+        let cli = Cli::try_parse_from([
+            "tessera",
+            "--audit-key",
+            &key,
+            "--database-url",
+            "postgres://app:hunter2@db/tessera?password=hunter3",
+        ])
+        .unwrap();
+        assert_eq!(cli.config.audit_key().unwrap(), Some([0xab; 32]));
+        let printed = format!("{:?}", cli.config);
+        assert!(
+            !printed.contains(&key[..16]) && !printed.contains("hunter"),
+            "{printed}"
+        );
+        assert!(printed.contains("<set>"));
+        let bad = Cli::try_parse_from(["tessera", "--audit-key", "not-hex-secret"]).unwrap();
+        let err = bad.config.check().unwrap_err().to_string();
+        assert!(
+            err.contains("64 hex digits") && !err.contains("not-hex-secret"),
+            "{err}"
+        );
     }
 
     #[test]
