@@ -1,6 +1,6 @@
-//! The audit trail: one structured event per Mint, Claim and Revoke and per
-//! refused Validate or Claim, on the `tessera::audit` log target (route it
-//! with `RUST_LOG=tessera::audit=info`).
+//! The audit trail: one structured event per Mint, Claim and Revoke, per
+//! refused Validate or Claim, and per refused key or role, on the
+//! `tessera::audit` log target (route it with `RUST_LOG=tessera::audit=info`).
 //!
 //! Events name the client, the grant and the real reason; never a token.
 //! Where events about one token must be correlated, they carry `token_mac`:

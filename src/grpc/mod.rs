@@ -16,6 +16,7 @@ use tonic::{
 use tracing::info;
 
 use crate::{
+    audit,
     authority::Authority,
     clients::{AuthError, Caller, Clients, Role},
     input::MAX_MESSAGE,
@@ -53,7 +54,7 @@ impl Interceptor for Authenticate {
                 Ok(request)
             }
             Err(err) => {
-                info!(reason = %err, "authentication failed");
+                info!(target: audit::TARGET, event = "authenticate", outcome = "refused", reason = %err, "authentication failed");
                 Err(err.into())
             }
         }
@@ -76,7 +77,14 @@ fn caller<T>(request: &Request<T>, role: Option<Role>) -> Result<Arc<Caller>, St
         .cloned()
         .ok_or(AuthError::Unauthenticated)?;
     if let Some(role) = role.filter(|&role| !caller.has(role)) {
-        info!(client = %caller.id, role = role.name(), "permission denied");
+        info!(
+            target: audit::TARGET,
+            event = "authorize",
+            outcome = "refused",
+            client = %caller.id,
+            role = role.name(),
+            "permission denied"
+        );
         return Err(AuthError::PermissionDenied(role).into());
     }
     Ok(caller)

@@ -148,6 +148,12 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
             .any(|e| e["event"] == "revoke" && e["client"] == "minter"),
         "{audit:#?}"
     );
+    assert!(
+        audit
+            .iter()
+            .any(|e| e["event"] == "authenticate" && e["outcome"] == "refused"),
+        "the forged key is an audit event: {audit:#?}"
+    );
     let mut keys = keys.all();
     keys.push("tsk_ForgedKeyForgedKeyForgedKey".into());
     assert_secret_free(log.as_bytes(), &token, &keys);
