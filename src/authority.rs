@@ -188,15 +188,6 @@ impl<S: Store> Authority<S> {
         }
     }
 
-    /// Replays seen since start (a consumed or revoked token presented again).
-    pub fn replays(&self) -> u64 {
-        self.audit.replays()
-    }
-
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-
     pub async fn mint(&self, caller: &Caller, spec: MintSpec) -> Result<(Token, Grant)> {
         let ttl = match spec.ttl {
             None => self.policy.default_ttl,

@@ -81,10 +81,6 @@ impl PgStore {
             .connect_lazy_with(options);
         Ok(Self { pool, health })
     }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
 }
 
 /// The connection failed under the query (not the query itself).

@@ -55,10 +55,6 @@ impl SqliteStore {
             .connect_lazy_with(options);
         Ok(Self { pool, health })
     }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
 
 fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
