@@ -336,9 +336,10 @@ impl<S: Store> Authority<S> {
                 ));
             }
         };
-        let (grant, sealed) = match &check.claim_key {
+        // `retried`: the key already made this claim, whose outcome comes back.
+        let (grant, sealed, outcome) = match &check.claim_key {
             None => match self.store.consume(&found.grant.grant_id).await? {
-                Some(consumed) => consumed,
+                Some((grant, sealed)) => (grant, sealed, "claimed"),
                 None => {
                     let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
                     return Ok(Claimed::Denied(
@@ -354,21 +355,8 @@ impl<S: Store> Authority<S> {
                     .consume_keyed(grant_id, &caller.id, &key_hash)
                     .await?
                 {
-                    Keyed::Consumed(grant, sealed) => (grant, sealed),
-                    Keyed::Replayed(grant, sealed) => {
-                        info!(
-                            target: audit::TARGET,
-                            event = "claim",
-                            outcome = "retried",
-                            token_mac = %self.audit.token_mac(&token),
-                            client = %caller.id,
-                            grant_id = %grant.grant_id,
-                            use_count = grant.use_count,
-                            "claim retried with its key: original outcome"
-                        );
-                        let payload = seal::open(&token, &grant.grant_id, &sealed)?;
-                        return Ok(Claimed::Claimed { grant, payload });
-                    }
+                    Keyed::Consumed(grant, sealed) => (grant, sealed, "claimed"),
+                    Keyed::Replayed(grant, sealed) => (grant, sealed, "retried"),
                     Keyed::Refused => {
                         // The state checks judge skipped, in their usual order.
                         let g = &found.grant;
@@ -390,7 +378,7 @@ impl<S: Store> Authority<S> {
         };
         // This replica's BOUNDED answers see the new use count at once;
         // others learn of the last use from the database's notification.
-        if let Some(cache) = &self.cache {
+        if let (Some(cache), "claimed") = (&self.cache, outcome) {
             cache.invalidate(&token.hash());
         }
         // A row whose payload does not open was tampered with in the
@@ -400,7 +388,7 @@ impl<S: Store> Authority<S> {
         info!(
             target: audit::TARGET,
             event = "claim",
-            outcome = "claimed",
+            outcome,
             token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,

@@ -54,7 +54,7 @@ where
     let config = tessera::config::DatabaseConfig {
         url: db.url().to_owned(),
         max_connections: 4,
-        acquire_timeout: Duration::from_secs(2),
+        acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
     };
     let store = match backend {

@@ -95,7 +95,7 @@ async fn hidden_refusals_run_the_same_statements(backend: Backend) {
     let config = DatabaseConfig {
         url: db.url().to_owned(),
         max_connections: 4,
-        acquire_timeout: Duration::from_secs(2),
+        acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
     };
     match backend {

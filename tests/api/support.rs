@@ -289,7 +289,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         database: DatabaseConfig {
             url: url.to_owned(),
             max_connections: 8,
-            acquire_timeout: Duration::from_secs(2),
+            acquire_timeout: Duration::from_secs(3),
             statement_timeout: Duration::from_secs(5),
         },
         limits: tessera::config::Limits {
