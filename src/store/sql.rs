@@ -157,9 +157,64 @@ macro_rules! prior_claim {
     };
 }
 
+/// Writes `keyed_claim`, the transaction behind `Store::consume_keyed`, for
+/// one store: `$pool` its pool type, `$consume` its dialect's `consume!`.
+/// Uses the store module's `grant_from_row`.
+macro_rules! keyed_claim {
+    ($pool:ty, $consume:expr) => {
+        async fn keyed_claim(
+            pool: &$pool,
+            grant_id: &str,
+            client_id: &str,
+            key_hash: &[u8; 32],
+        ) -> Result<Keyed> {
+            let mut tx = pool.begin().await?;
+            let reserved = sqlx::query(sql::reserve_key!())
+                .bind(grant_id)
+                .bind(client_id)
+                .bind(&key_hash[..])
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if reserved == 0 {
+                let row = sqlx::query(sql::prior_claim!())
+                    .bind(grant_id)
+                    .bind(client_id)
+                    .bind(&key_hash[..])
+                    .fetch_one(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                let mut grant = grant_from_row(&row)?;
+                grant.use_count = to_u32(row.try_get("use_number")?);
+                grant.last_used_at = Some(row.try_get("claimed_at")?);
+                return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
+            }
+            let Some(row) = sqlx::query($consume)
+                .bind(grant_id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                tx.rollback().await?;
+                return Ok(Keyed::Refused);
+            };
+            let grant = grant_from_row(&row)?;
+            sqlx::query(sql::record_key!())
+                .bind(grant_id)
+                .bind(client_id)
+                .bind(&key_hash[..])
+                .bind(i64::from(grant.use_count))
+                .bind(grant.last_used_at)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
+        }
+    };
+}
+
 pub(crate) use {
-    consume, find, get, grant_columns, insert, live, prior_claim, record_key, reserve_key, revoke,
-    sweep, touch,
+    consume, find, get, grant_columns, insert, keyed_claim, live, prior_claim, record_key,
+    reserve_key, revoke, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
