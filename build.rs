@@ -12,6 +12,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        // tonic-prost's codec, but an undecodable request is INVALID_ARGUMENT
+        // with a fixed message (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::Codec")
         // These messages carry a token or a payload: their Debug is written by
         // hand (src/grpc/redact.rs) so that no `{:?}` can print a secret.
         .skip_debug([

@@ -163,7 +163,7 @@ async fn serve<S: Store + Clone>(
             )
     };
     let limits = &config.limits;
-    let service = grpc::server(authority, app.clients.clone(), limits.max_in_flight);
+    let service = grpc::server(authority, app.clients.clone(), limits.admission());
     let addr = app.local_addr();
     let incoming = TcpIncoming::from(app.listener).with_nodelay(Some(true));
     info!(%addr, database = %crate::config::redact_url(&config.database.url), "serving");

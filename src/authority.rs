@@ -1,17 +1,15 @@
-//! The domain rules: who may mint, validate, claim and revoke what.
+//! The domain operations: mint, validate, claim and revoke.
 //!
 //! The gRPC layer authenticates the caller and shapes the input; the store
-//! persists rows. Everything in between — denials and their precedence, the
-//! audience, subject and issuer rules, scope matching, TTL policy — lives
-//! here, once.
+//! persists rows; [`crate::rules`] decides whether a grant passes. Here they
+//! meet: the TTL policy and the issuer rule, finding a grant (in the cache
+//! or the database), consuming a use, and the audit trail with its replay
+//! tripwire.
 //!
-//! Denial precedence for Validate and Claim: a token that is not one of ours
-//! is MALFORMED (no database access). Then every reason a grant must not be
-//! disclosed — never minted, revoked, used up, bound to another subject,
-//! caller outside its audience — is the same UNKNOWN, with nothing else in
-//! the response, so a caller cannot tell "exists but not yours" from "does
-//! not exist". Only a grant that would otherwise match can be EXPIRED, and
-//! only a live one can be SCOPE_MISSING.
+//! A token that is not one of ours is MALFORMED without a database access.
+//! Every other refusal takes the same path whatever its hidden reason: one
+//! lookup (the same statement for a token never minted as for a dead or
+//! foreign grant), the same pure rules, one audit line, and the same reply.
 
 use std::{
     collections::BTreeMap,
@@ -22,13 +20,15 @@ use std::{
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+pub use crate::rules::Denial;
 use crate::{
     audit::{self, Audit},
     cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
+    rules::{self, Hidden, Presented, Refusal},
     seal::{self, Unsealable},
-    store::{Grant, Keyed, ListQuery, Lookup, NewGrant, RevokeTarget, Store, StoreError},
+    store::{Grant, Keyed, ListQuery, Lookup, NewGrant, Prior, RevokeTarget, Store, StoreError},
     token::{GrantId, Token, TokenHash},
 };
 
@@ -77,28 +77,6 @@ impl std::fmt::Debug for Check {
             .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
             .finish()
     }
-}
-
-/// What a caller is told when a token does not pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Denial {
-    Malformed,
-    Unknown,
-    Expired,
-    ScopeMissing,
-}
-
-/// The real reason behind an UNKNOWN, for the server's log only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hidden {
-    NeverMinted,
-    Revoked,
-    UsedUp,
-    OtherSubject,
-    NotInAudience,
-    /// Usable when read, not when claimed: another caller took the last use,
-    /// or it was revoked or expired in between.
-    LostRace,
 }
 
 // Returned once per call and moved straight into the response: boxing the
@@ -159,16 +137,6 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
-
-/// `connector:*` grants `connector:github`; anything else must match exactly.
-pub fn scope_granted(granted: &[String], required: &str) -> bool {
-    granted.iter().any(|scope| {
-        scope == required
-            || scope
-                .strip_suffix('*')
-                .is_some_and(|prefix| prefix.ends_with(':') && required.starts_with(prefix))
-    })
-}
 
 pub struct Authority<S> {
     store: S,
@@ -234,88 +202,97 @@ impl<S: Store> Authority<S> {
         Ok((token, grant))
     }
 
-    /// Finds the grant and applies every rule except the use count's
-    /// compare-and-set. Reads only.
-    ///
-    /// For a keyed claim the grant's state (revoked, used up, expired) is
-    /// left to the keyed compare-and-set, which may instead replay the claim
-    /// the key already made.
-    async fn judge(
-        &self,
-        caller: &Caller,
-        check: &Check,
-    ) -> Result<std::result::Result<(Token, Lookup), Refusal>> {
-        let keyed = check.claim_key.is_some();
+    /// Finds the token's grant and applies the rules to it. Reads only:
+    /// one statement, or none for a malformed token or a cached answer. A
+    /// keyed claim learns in the same statement whether this caller already
+    /// made it.
+    async fn examine(&self, caller: &Caller, check: &Check) -> Result<Examined> {
         let Ok(token) = Token::parse(&check.token) else {
-            return Ok(Err(Refusal::plain(Denial::Malformed, None)));
+            return Ok(Examined::Refused(Refused {
+                refusal: Refusal::plain(Denial::Malformed),
+                token: None,
+                grant: None,
+            }));
         };
-        let Some(found) = self.find(&token.hash(), check.bounded).await? else {
-            return Ok(Err(Refusal::hidden(Hidden::NeverMinted, None)));
+        let hash = token.hash();
+        let key = check
+            .claim_key
+            .as_ref()
+            .map(|key| <[u8; 32]>::from(Sha256::digest(key.as_bytes())));
+        let found = match &key {
+            Some(key) => self.store.find_keyed(&hash, &caller.id, key).await?,
+            None => self.find(&hash, check.bounded).await?.map(|l| (l, None)),
         };
-        let grant = &found.grant;
-        let hidden = if grant.revoked_at.is_some() && !keyed {
-            Some(Hidden::Revoked)
-        } else if grant.max_uses > 0 && grant.use_count >= grant.max_uses && !keyed {
-            Some(Hidden::UsedUp)
-        } else if check.subject.as_ref().is_some_and(|s| *s != grant.subject) {
-            Some(Hidden::OtherSubject)
-        } else if !grant.audience.is_empty() && !grant.audience.contains(&caller.id) {
-            Some(Hidden::NotInAudience)
-        } else {
-            None
+        let Some((lookup, prior)) = found else {
+            return Ok(Examined::Refused(Refused {
+                refusal: Refusal::hidden(Hidden::NeverMinted),
+                token: Some(token),
+                grant: None,
+            }));
         };
-        if let Some(why) = hidden {
-            return Ok(Err(Refusal::hidden(why, Some(grant))));
-        }
-        if found.expired && !keyed {
-            return Ok(Err(Refusal::plain(Denial::Expired, Some(grant))));
-        }
-        if !check
-            .required_scopes
-            .iter()
-            .all(|scope| scope_granted(&grant.scopes, scope))
-        {
-            return Ok(Err(Refusal::plain(Denial::ScopeMissing, Some(grant))));
-        }
-        Ok(Ok((token, found)))
+        let presented = Presented {
+            caller: &caller.id,
+            subject: check.subject.as_deref(),
+            required_scopes: &check.required_scopes,
+            expired: lookup.expired,
+            retried: prior.is_some(),
+        };
+        Ok(match rules::judge(&lookup.grant, &presented) {
+            Ok(()) => Examined::Passed(Found {
+                token,
+                hash,
+                key,
+                lookup,
+                prior,
+            }),
+            Err(refusal) => Examined::Refused(Refused {
+                refusal,
+                token: Some(token),
+                grant: Some(lookup.grant),
+            }),
+        })
     }
 
     /// The grant behind a token hash: from the cache when `bounded` allows
-    /// and it has it, else from the database (filling the cache).
+    /// and it has the answer (a grant, or that there is none), else from
+    /// the database (filling the cache).
     async fn find(&self, hash: &TokenHash, bounded: bool) -> Result<Option<Lookup>> {
         let (true, Some(cache)) = (bounded, &self.cache) else {
             return Ok(self.store.find(hash).await?);
         };
         let ticket = match cache.get(hash) {
-            Ok(hit) => return Ok(Some(hit)),
+            Ok(answer) => return Ok(answer),
             Err(ticket) => ticket,
         };
-        let found = self.store.find(hash).await?;
+        let found = self.store.find(hash).await;
         if let Some(ticket) = ticket {
-            cache.fill(*hash, found.as_ref(), ticket);
+            match &found {
+                Ok(found) => cache.fill(*hash, found.as_ref(), ticket),
+                Err(_) => cache.abandon(hash, ticket),
+            }
         }
-        Ok(found)
+        Ok(found?)
     }
 
     pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
-        let (token, found) = match self.judge(caller, &check).await? {
-            Ok(ok) => ok,
-            Err(refusal) => {
-                let denial = self.refuse("validate", caller, &check, refusal).await;
-                return Ok(Validated::Denied(denial));
+        let found = match self.examine(caller, &check).await? {
+            Examined::Passed(found) => found,
+            Examined::Refused(refused) => {
+                return Ok(Validated::Denied(self.refuse("validate", caller, refused)));
             }
         };
-        let mut grant = found.grant;
+        let Found { hash, lookup, .. } = found;
+        let mut grant = lookup.grant;
         let stale = grant
             .last_used_at
-            .is_none_or(|at| found.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
+            .is_none_or(|at| lookup.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
         if stale {
             // Bookkeeping, not a rule: a failed write must not fail a valid check.
-            match self.store.touch(&grant.grant_id, found.now).await {
+            match self.store.touch(&grant.grant_id, lookup.now).await {
                 Ok(()) => {
-                    grant.last_used_at = Some(found.now);
+                    grant.last_used_at = Some(lookup.now);
                     if let Some(cache) = &self.cache {
-                        cache.touched(&token.hash(), found.now);
+                        cache.touched(&hash, lookup.now);
                     }
                 }
                 Err(err) => {
@@ -328,58 +305,63 @@ impl<S: Store> Authority<S> {
     }
 
     pub async fn claim(&self, caller: &Caller, check: Check) -> Result<Claimed> {
-        let (token, found) = match self.judge(caller, &check).await? {
-            Ok(ok) => ok,
-            Err(refusal) => {
-                return Ok(Claimed::Denied(
-                    self.refuse("claim", caller, &check, refusal).await,
-                ));
+        let found = match self.examine(caller, &check).await? {
+            Examined::Passed(found) => found,
+            Examined::Refused(refused) => {
+                return Ok(Claimed::Denied(self.refuse("claim", caller, refused)));
             }
         };
+        let Found {
+            token,
+            hash,
+            key,
+            lookup,
+            prior,
+        } = found;
         // `retried`: the key already made this claim, whose outcome comes back.
-        let (grant, sealed, outcome) = match &check.claim_key {
-            None => match self.store.consume(&found.grant.grant_id).await? {
-                Some((grant, sealed)) => (grant, sealed, "claimed"),
-                None => {
-                    let refusal = Refusal::hidden(Hidden::LostRace, Some(&found.grant));
-                    return Ok(Claimed::Denied(
-                        self.refuse("claim", caller, &check, refusal).await,
-                    ));
-                }
+        let taken = match (prior, key) {
+            (
+                Some(Prior {
+                    use_count,
+                    claimed_at,
+                    sealed_payload,
+                }),
+                _,
+            ) => {
+                let mut grant = lookup.grant;
+                grant.use_count = use_count;
+                grant.last_used_at = Some(claimed_at);
+                Ok((grant, sealed_payload, "retried"))
+            }
+            (None, None) => match self.store.consume(&lookup.grant.grant_id).await? {
+                Some((grant, sealed)) => Ok((grant, sealed, "claimed")),
+                None => Err(lookup.grant),
             },
-            Some(key) => {
-                let key_hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-                let grant_id = &found.grant.grant_id;
-                match self
-                    .store
-                    .consume_keyed(grant_id, &caller.id, &key_hash)
-                    .await?
-                {
-                    Keyed::Consumed(grant, sealed) => (grant, sealed, "claimed"),
-                    Keyed::Replayed(grant, sealed) => (grant, sealed, "retried"),
-                    Keyed::Refused => {
-                        // The state checks judge skipped, in their usual order.
-                        let g = &found.grant;
-                        let refusal = if g.revoked_at.is_some() {
-                            Refusal::hidden(Hidden::Revoked, Some(g))
-                        } else if g.max_uses > 0 && g.use_count >= g.max_uses {
-                            Refusal::hidden(Hidden::UsedUp, Some(g))
-                        } else if found.expired {
-                            Refusal::plain(Denial::Expired, Some(g))
-                        } else {
-                            Refusal::hidden(Hidden::LostRace, Some(g))
-                        };
-                        return Ok(Claimed::Denied(
-                            self.refuse("claim", caller, &check, refusal).await,
-                        ));
-                    }
+            (None, Some(key)) => {
+                let grant_id = &lookup.grant.grant_id;
+                match self.store.consume_keyed(grant_id, &caller.id, &key).await? {
+                    Keyed::Consumed(grant, sealed) => Ok((grant, sealed, "claimed")),
+                    // A racing retry with the same key got there first.
+                    Keyed::Replayed(grant, sealed) => Ok((grant, sealed, "retried")),
+                    Keyed::Refused => Err(lookup.grant),
                 }
+            }
+        };
+        let (grant, sealed, outcome) = match taken {
+            Ok(taken) => taken,
+            Err(grant) => {
+                let refused = Refused {
+                    refusal: Refusal::hidden(Hidden::LostRace),
+                    token: Some(token),
+                    grant: Some(grant),
+                };
+                return Ok(Claimed::Denied(self.refuse("claim", caller, refused)));
             }
         };
         // This replica's BOUNDED answers see the new use count at once;
         // others learn of the last use from the database's notification.
         if let (Some(cache), "claimed") = (&self.cache, outcome) {
-            cache.invalidate(&token.hash());
+            cache.invalidate(&hash);
         }
         // A row whose payload does not open was tampered with in the
         // database: the use is spent and the caller gets INTERNAL, never the
@@ -403,24 +385,18 @@ impl<S: Store> Authority<S> {
     }
 
     /// Records a refusal in the audit trail with its real reason, and
-    /// returns what the caller may know. A consumed or revoked token
-    /// presented again is a replay: a distinct event, counted, and for a
-    /// grant minted with `revoke_run_on_replay` its whole run is revoked.
-    async fn refuse(
-        &self,
-        op: &'static str,
-        caller: &Caller,
-        check: &Check,
-        refusal: Refusal,
-    ) -> Denial {
-        let Refusal {
-            denial,
-            hidden,
+    /// returns what the caller may know. A revoked or used-up token
+    /// presented by a caller the grant was made for is a replay: a distinct
+    /// event, and for a grant minted with `revoke_run_on_replay` its whole
+    /// run is revoked, off the reply path: the answer does not wait for it
+    /// (nor show, by its timing, that it happened).
+    fn refuse(&self, op: &'static str, caller: &Caller, refused: Refused) -> Denial {
+        let Refused {
+            refusal,
+            token,
             grant,
-        } = refusal;
-        let token_mac = Token::parse(&check.token)
-            .ok()
-            .map(|t| self.audit.token_mac(&t));
+        } = refused;
+        let token_mac = token.as_ref().map(|t| self.audit.token_mac(t));
         let token_mac = token_mac.as_deref().unwrap_or("");
         let grant_id = grant.as_ref().map_or("", |g| g.grant_id.as_str());
         info!(
@@ -430,47 +406,44 @@ impl<S: Store> Authority<S> {
             client = %caller.id,
             grant_id,
             token_mac,
-            ?denial,
-            why = ?hidden,
+            denial = ?refusal.denial,
+            why = ?refusal.hidden,
             "token refused"
         );
-        let replayed = matches!(hidden, Some(Hidden::Revoked | Hidden::UsedUp));
-        if let (true, Some(grant)) = (replayed, &grant) {
+        let replayed = refusal.hidden.is_some_and(Hidden::is_replay);
+        if let (true, Some(grant)) = (replayed, grant) {
             let replays = self.audit.replayed();
             warn!(
                 target: audit::TARGET,
                 event = "replay",
                 client = %caller.id,
-                grant_id,
+                grant_id = %grant.grant_id,
                 token_mac,
                 run_id = ?grant.run_id,
                 replays,
                 "a consumed or revoked token was presented again"
             );
             if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
-                self.revoke_run_on_replay(grant).await;
+                self.revoke_run_on_replay(grant);
             }
         }
-        denial
+        refusal.denial
     }
 
     /// The run of a replayed grant is presumed compromised: every live grant
-    /// its issuer holds in that run is revoked.
-    async fn revoke_run_on_replay(&self, grant: &Grant) {
-        let run = RevokeTarget::RunId(grant.run_id.clone());
-        let reason = 4; // REVOKE_REASON_COMPROMISED
-        let revoked = self
-            .revoke_where(
-                &run,
-                Some(&grant.issued_by),
-                reason,
-                &grant.issued_by,
-                "replay",
-            )
-            .await;
-        if let Err(err) = revoked {
-            warn!(error = %err, run_id = ?grant.run_id, "revoking a replayed run failed");
-        }
+    /// its issuer holds in that run is revoked, by a task of its own.
+    fn revoke_run_on_replay(&self, grant: Grant) {
+        let (store, cache) = (self.store.clone(), self.cache.clone());
+        tokio::spawn(async move {
+            let run = RevokeTarget::RunId(grant.run_id);
+            let reason = 4; // REVOKE_REASON_COMPROMISED
+            let by = grant.issued_by.as_str();
+            let why = (by, "replay");
+            let revoked = revoke_where(&store, cache.as_deref(), &run, Some(by), reason, why);
+            if let Err(err) = revoked.await {
+                warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");
+            }
+        });
     }
 
     pub async fn revoke(&self, caller: &Caller, target: Target, reason: i32) -> Result<u64> {
@@ -481,47 +454,15 @@ impl<S: Store> Authority<S> {
             Target::RunId(id) => RevokeTarget::RunId(id),
             Target::Subject(id) => RevokeTarget::Subject(id),
         };
-        let revoked = self
-            .revoke_where(&target, scope, reason, &caller.id, "request")
-            .await?;
+        let cache = self.cache.as_deref();
+        let why = (caller.id.as_str(), "request");
+        let revoked = revoke_where(&self.store, cache, &target, scope, reason, why).await?;
         if let RevokeTarget::GrantId(id) = &target {
             // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
             if revoked == 0 && self.store.get(id, scope).await?.is_none() {
                 return Err(Error::NotFound);
             }
         }
-        Ok(revoked)
-    }
-
-    /// Revokes, forgets the revoked grants in this replica's cache, and
-    /// records it in the audit trail (`cause`: a request, or a replay).
-    async fn revoke_where(
-        &self,
-        target: &RevokeTarget,
-        issued_by: Option<&str>,
-        reason: i32,
-        client: &str,
-        cause: &'static str,
-    ) -> Result<u64> {
-        let revoked = self.store.revoke(target, issued_by, reason).await?;
-        if let Some(cache) = &self.cache {
-            match target {
-                RevokeTarget::Token(hash) => cache.invalidate(hash),
-                RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
-                RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
-                RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
-            }
-        }
-        info!(
-            target: audit::TARGET,
-            event = "revoke",
-            client,
-            cause,
-            target = ?Described(target),
-            reason,
-            revoked,
-            "revoked"
-        );
         Ok(revoked)
     }
 
@@ -579,29 +520,63 @@ impl<S: Store> Authority<S> {
     }
 }
 
-/// A failed check: what the caller is told, and for the log what really
-/// happened and to which grant.
-struct Refusal {
-    denial: Denial,
-    hidden: Option<Hidden>,
+/// What [`Authority::examine`] found.
+// One per call, moved along, never stored: boxing would add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Examined {
+    Passed(Found),
+    Refused(Refused),
+}
+
+/// A grant that passed the rules.
+struct Found {
+    token: Token,
+    hash: TokenHash,
+    /// The SHA-256 of the claim key, for a keyed claim.
+    key: Option<[u8; 32]>,
+    lookup: Lookup,
+    /// The claim this caller already made with this key.
+    prior: Option<Prior>,
+}
+
+/// A refusal, with what the audit trail needs: the token (for its MAC) and
+/// the grant, moved here rather than copied.
+struct Refused {
+    refusal: Refusal,
+    token: Option<Token>,
     grant: Option<Grant>,
 }
 
-impl Refusal {
-    fn plain(denial: Denial, grant: Option<&Grant>) -> Self {
-        Self {
-            denial,
-            hidden: None,
-            grant: grant.cloned(),
+/// Revokes, forgets the revoked grants in this replica's cache, and records
+/// it in the audit trail (`cause`: a request, or a replay).
+async fn revoke_where<S: Store>(
+    store: &S,
+    cache: Option<&GrantCache>,
+    target: &RevokeTarget,
+    issued_by: Option<&str>,
+    reason: i32,
+    (client, cause): (&str, &'static str),
+) -> Result<u64> {
+    let revoked = store.revoke(target, issued_by, reason).await?;
+    if let Some(cache) = cache {
+        match target {
+            RevokeTarget::Token(hash) => cache.invalidate(hash),
+            RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
+            RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
+            RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
         }
     }
-
-    fn hidden(why: Hidden, grant: Option<&Grant>) -> Self {
-        Self {
-            hidden: Some(why),
-            ..Self::plain(Denial::Unknown, grant)
-        }
-    }
+    info!(
+        target: audit::TARGET,
+        event = "revoke",
+        client,
+        cause,
+        target = ?Described(target),
+        reason,
+        revoked,
+        "revoked"
+    );
+    Ok(revoked)
 }
 
 fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput> {
@@ -630,25 +605,4 @@ fn unix_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::scope_granted;
-
-    #[test]
-    fn scope_matching() {
-        let granted = vec!["connector:*".to_owned(), "tool:search".to_owned()];
-        assert!(scope_granted(&granted, "connector:github"));
-        assert!(scope_granted(&granted, "connector:github:read"));
-        assert!(scope_granted(&granted, "tool:search"));
-        assert!(!scope_granted(&granted, "tool:search:write"));
-        assert!(!scope_granted(&granted, "tool:searchx"));
-        assert!(!scope_granted(&granted, "connectorx:github"));
-        assert!(!scope_granted(&granted, "connector"));
-        // A bare `*` is a literal scope, not "everything".
-        assert!(!scope_granted(&["*".to_owned()], "tool:search"));
-        assert!(scope_granted(&["a:b:*".to_owned()], "a:b:c"));
-        assert!(!scope_granted(&["a:b:*".to_owned()], "a:c"));
-    }
 }

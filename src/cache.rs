@@ -42,21 +42,25 @@ pub struct GrantCache {
     state: Mutex<State>,
     max_age: Duration,
     capacity: usize,
+    /// How many "no such grant" answers are kept: a quarter of `capacity`,
+    /// in a map of their own, so that a flood of made-up tokens evicts
+    /// only other made-up tokens, never a live grant.
+    absent_capacity: usize,
     live: AtomicBool,
 }
 
 #[derive(Default)]
 struct State {
-    slots: HashMap<TokenHash, Slot>,
+    /// Grants as last read.
+    ready: HashMap<TokenHash, Entry>,
+    /// Tokens the database had no grant for, and when that was read.
+    absent: HashMap<TokenHash, Instant>,
+    /// Fetches under way: only the fetch holding the ticket may fill the
+    /// slot, and any invalidation in between removes it, so a fetch that
+    /// raced a change (and may hold the row as it was) is not kept. As many
+    /// as calls in flight, so not counted against the capacity.
+    pending: HashMap<TokenHash, u64>,
     next_ticket: u64,
-}
-
-enum Slot {
-    /// A fetch is under way; only the fetch holding this ticket may fill
-    /// the slot, and any invalidation in between empties it, so a fetch
-    /// that raced a change (and may hold the row as it was) is not kept.
-    Pending(u64),
-    Ready(Box<Entry>),
 }
 
 struct Entry {
@@ -71,113 +75,146 @@ struct Entry {
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket(u64);
 
+/// Bounded memory: makes room by dropping an arbitrary entry; it is only a
+/// cache.
+fn make_room<V>(map: &mut HashMap<TokenHash, V>, capacity: usize) {
+    if map.len() >= capacity
+        && let Some(victim) = map.keys().next().copied()
+    {
+        map.remove(&victim);
+    }
+}
+
 impl GrantCache {
     pub fn new(max_age: Duration, capacity: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),
             max_age,
             capacity,
+            absent_capacity: capacity.div_ceil(4),
             live: AtomicBool::new(false),
         }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves only a map behind: keep going.
+        // A panic while holding the lock leaves only maps behind: keep going.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The grant as of at most `max_age` ago, judged against the database's
-    /// clock now; or, on a miss, a ticket to hand to [`Self::fill`] after
+    /// What the database said at most `max_age` ago — the grant, judged
+    /// against the database's clock now, or `None` for a token it has no
+    /// grant for; or, on a miss, a ticket to hand to [`Self::fill`] after
     /// reading the database (`None` when nothing may be cached now).
-    pub fn get(&self, hash: &TokenHash) -> Result<Lookup, Option<Ticket>> {
+    pub fn get(&self, hash: &TokenHash) -> Result<Option<Lookup>, Option<Ticket>> {
         if self.capacity == 0 || !self.live.load(Ordering::Acquire) {
             return Err(None);
         }
         let mut state = self.state();
-        if let Some(Slot::Ready(entry)) = state.slots.get(hash) {
+        if let Some(entry) = state.ready.get(hash) {
             let age = entry.fetched.elapsed();
             if age <= self.max_age {
                 let now = entry.db_now + micros(age);
-                return Ok(Lookup {
+                return Ok(Some(Lookup {
                     grant: entry.grant.clone(),
                     expired: entry.grant.expires_at <= now,
                     now,
-                });
+                }));
             }
         }
-        if state.slots.len() >= self.capacity && !state.slots.contains_key(hash) {
-            // Bounded memory: drop an arbitrary slot; it is only a cache.
-            if let Some(victim) = state.slots.keys().next().copied() {
-                state.slots.remove(&victim);
-            }
+        if let Some(read) = state.absent.get(hash)
+            && read.elapsed() <= self.max_age
+        {
+            return Ok(None);
         }
         state.next_ticket += 1;
         let ticket = state.next_ticket;
-        state.slots.insert(*hash, Slot::Pending(ticket));
+        state.pending.insert(*hash, ticket);
         Err(Some(Ticket(ticket)))
     }
 
-    /// Keeps what the fetch holding `ticket` read (`None`: nothing found),
+    /// Keeps what the fetch holding `ticket` read (`None`: no such grant),
     /// unless the grant was invalidated since.
     pub fn fill(&self, hash: TokenHash, lookup: Option<&Lookup>, ticket: Ticket) {
         let mut state = self.state();
-        if !matches!(state.slots.get(&hash), Some(Slot::Pending(t)) if *t == ticket.0) {
+        if state.pending.get(&hash) != Some(&ticket.0) {
             return;
         }
+        state.pending.remove(&hash);
+        state.ready.remove(&hash);
+        state.absent.remove(&hash);
         match lookup {
             Some(lookup) => {
+                make_room(&mut state.ready, self.capacity);
                 let entry = Entry {
                     grant: lookup.grant.clone(),
                     db_now: lookup.now,
                     fetched: Instant::now(),
                 };
-                state.slots.insert(hash, Slot::Ready(Box::new(entry)));
+                state.ready.insert(hash, entry);
             }
             None => {
-                state.slots.remove(&hash);
+                make_room(&mut state.absent, self.absent_capacity);
+                state.absent.insert(hash, Instant::now());
             }
+        }
+    }
+
+    /// Gives up the slot of a fetch that failed.
+    pub fn abandon(&self, hash: &TokenHash, ticket: Ticket) {
+        let mut state = self.state();
+        if state.pending.get(hash) == Some(&ticket.0) {
+            state.pending.remove(hash);
         }
     }
 
     /// Records a `last_used_at` write, so that cached hits do not write again.
     pub fn touched(&self, hash: &TokenHash, at: Micros) {
-        if let Some(Slot::Ready(entry)) = self.state().slots.get_mut(hash) {
+        if let Some(entry) = self.state().ready.get_mut(hash) {
             entry.grant.last_used_at = Some(at);
         }
     }
 
     pub fn invalidate(&self, hash: &TokenHash) {
-        self.state().slots.remove(hash);
+        let mut state = self.state();
+        state.ready.remove(hash);
+        state.absent.remove(hash);
+        state.pending.remove(hash);
     }
 
     /// Forgets every grant `matches` selects (a revoke by run or subject),
     /// and every fetch under way, whose grant is not known yet.
     pub fn invalidate_matching(&self, matches: impl Fn(&Grant) -> bool) {
-        self.state().slots.retain(|_, slot| match slot {
-            Slot::Ready(entry) => !matches(&entry.grant),
-            Slot::Pending(_) => false,
-        });
+        let mut state = self.state();
+        state.ready.retain(|_, entry| !matches(&entry.grant));
+        state.pending.clear();
     }
 
     pub fn apply(&self, event: Invalidation) {
+        let forget = |state: &mut State| {
+            state.ready.clear();
+            state.absent.clear();
+            state.pending.clear();
+        };
         match event {
             Invalidation::Grant(hash) => self.invalidate(&hash),
             Invalidation::Lost => {
                 self.live.store(false, Ordering::Release);
-                self.state().slots.clear();
+                forget(&mut self.state());
             }
             Invalidation::Resumed => {
                 // Fetches that started while deaf must not be kept.
-                self.state().slots.clear();
+                forget(&mut self.state());
                 self.live.store(true, Ordering::Release);
             }
         }
     }
 
+    /// Grants and absent tokens held.
     pub fn len(&self) -> usize {
-        self.state().slots.len()
+        let state = self.state();
+        state.ready.len() + state.absent.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -241,7 +278,7 @@ mod tests {
         );
         cache.apply(Invalidation::Resumed);
         load(&cache, hash, &lookup(i64::MAX, 0));
-        assert!(cache.get(&hash).is_ok());
+        assert!(matches!(cache.get(&hash), Ok(Some(_))));
         cache.apply(Invalidation::Lost);
         assert!(cache.get(&hash).is_err());
         cache.apply(Invalidation::Resumed);
@@ -264,7 +301,10 @@ mod tests {
         cache.fill(hash, Some(&lookup(i64::MAX, 0)), ticket);
         assert!(cache.get(&hash).is_err(), "invalidated while fetching");
         cache.fill(other, Some(&lookup(i64::MAX, 0)), other_ticket);
-        assert!(cache.get(&other).is_ok(), "other grants are unaffected");
+        assert!(
+            matches!(cache.get(&other), Ok(Some(_))),
+            "other grants are unaffected"
+        );
     }
 
     #[test]
@@ -273,11 +313,41 @@ mod tests {
         let cache = live_cache(Duration::from_secs(60), 10);
         // Read at database time 1_000_000; expires 30 ms later.
         load(&cache, hash, &lookup(1_030_000, 1_000_000));
-        assert!(!cache.get(&hash).unwrap().expired);
+        assert!(!cache.get(&hash).unwrap().unwrap().expired);
         std::thread::sleep(Duration::from_millis(40));
-        let later = cache.get(&hash).unwrap();
+        let later = cache.get(&hash).unwrap().unwrap();
         assert!(later.expired);
         assert!(later.now >= 1_040_000);
+    }
+
+    #[test]
+    fn absent_tokens_are_remembered_apart_from_grants() {
+        let cache = live_cache(Duration::from_secs(60), 8);
+        let live = Token::generate().hash();
+        load(&cache, live, &lookup(i64::MAX, 0));
+        // A flood of made-up tokens: each is answered from memory the
+        // second time, and none pushes the live grant out.
+        let made_up: Vec<_> = (0..100).map(|_| Token::generate().hash()).collect();
+        for hash in &made_up {
+            let ticket = cache.get(hash).err().flatten().expect("a miss");
+            cache.fill(*hash, None, ticket);
+            assert!(matches!(cache.get(hash), Ok(None)), "absent, from memory");
+        }
+        assert!(matches!(cache.get(&live), Ok(Some(_))), "the grant stays");
+        assert_eq!(cache.len(), 1 + 2, "a quarter of 8 for absent tokens");
+
+        let short = live_cache(Duration::from_millis(10), 8);
+        let ticket = short.get(&made_up[0]).err().flatten().unwrap();
+        short.fill(made_up[0], None, ticket);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(short.get(&made_up[0]).is_err(), "older than max_age");
+        let ticket = short.get(&made_up[1]).err().flatten().unwrap();
+        short.abandon(&made_up[1], ticket);
+        short.fill(made_up[1], None, ticket);
+        assert!(
+            short.get(&made_up[1]).is_err(),
+            "an abandoned fetch fills nothing"
+        );
     }
 
     #[test]

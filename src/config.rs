@@ -92,6 +92,14 @@ impl Config {
             "--max-in-flight must be positive"
         );
         anyhow::ensure!(
+            self.limits.max_in_flight_per_client.is_none_or(|n| n > 0),
+            "--max-in-flight-per-client must be positive"
+        );
+        anyhow::ensure!(
+            !self.limits.body_timeout.is_zero(),
+            "--body-timeout must be positive"
+        );
+        anyhow::ensure!(
             self.max_ttl <= MAX_MAX_TTL,
             "--max-ttl must be at most 3650d: a token should not outlive its system"
         );
@@ -135,8 +143,18 @@ impl fmt::Debug for Config {
 pub struct Limits {
     /// TokenAuthority calls running at once; beyond that a call is refused at
     /// once with RESOURCE_EXHAUSTED (health and reflection are not counted).
+    /// A call counts from when its whole body has arrived until it is answered.
     #[arg(long, env = "TESSERA_MAX_IN_FLIGHT", default_value_t = 512)]
     pub max_in_flight: usize,
+
+    /// Calls one client may have running at once, so that no client can
+    /// take all of --max-in-flight; default half of it.
+    #[arg(long, env = "TESSERA_MAX_IN_FLIGHT_PER_CLIENT")]
+    pub max_in_flight_per_client: Option<usize>,
+
+    /// Longest a call's request body may take to arrive after its headers.
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
 
     /// Longest a call may run before it is answered CANCELLED.
     #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
@@ -170,6 +188,22 @@ pub struct Limits {
     pub http2_keepalive_interval: Duration,
     #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http2_keepalive_timeout: Duration,
+}
+
+impl Limits {
+    /// What the gate admits: the per-client share defaults to half the
+    /// total (at least one call) and never exceeds it.
+    pub fn admission(&self) -> crate::grpc::Admission {
+        let share = self
+            .max_in_flight_per_client
+            .unwrap_or(self.max_in_flight.div_ceil(2))
+            .min(self.max_in_flight);
+        crate::grpc::Admission {
+            max_in_flight: self.max_in_flight,
+            max_in_flight_per_client: share,
+            body_timeout: self.body_timeout,
+        }
+    }
 }
 
 /// Where grants live; shared by `serve` and `migrate`.

@@ -34,6 +34,7 @@ fn hostile() -> impl Strategy<Value = String> {
     prop_oneof![
         "\\PC{0,40}",
         "[a-z:*\\-]{0,10}[\\x00-\\x1f\\x7f\\u{1b}\\r\\n]{1,3}[a-z]{0,10}",
+        "[a-z:*]{0,6}[\u{200B}-\u{200D}\u{2028}\u{2029}\u{202A}-\u{202E}\u{2066}-\u{2069}\u{FEFF}]{1,2}[a-z*]{0,6}",
         (
             0usize..4,
             prop::sample::select(vec![63usize, 64, 65, 127, 128, 129, 255, 256, 257])
@@ -62,7 +63,10 @@ fn names_a_field(err: &input::InvalidInput, fields: &[&str], values: &[&str]) ->
 }
 
 fn ok_text(text: &str, max: usize) -> bool {
-    text.len() <= max && !text.chars().any(char::is_control)
+    text.len() <= max
+        && !text
+            .chars()
+            .any(|c| c.is_control() || input::is_invisible(c))
 }
 
 proptest! {
@@ -114,7 +118,7 @@ proptest! {
                 prop_assert!(!spec.subject.is_empty() && ok_text(&spec.subject, input::MAX_ID));
                 prop_assert!(ok_text(&spec.run_id, input::MAX_ID));
                 prop_assert!(spec.scopes.len() <= input::MAX_SCOPES);
-                prop_assert!(spec.scopes.iter().all(|s| !s.is_empty() && ok_text(s, input::MAX_SCOPE) && !s.contains(char::is_whitespace)));
+                prop_assert!(spec.scopes.iter().all(|s| !s.is_empty() && ok_text(s, input::MAX_SCOPE) && !s.contains(char::is_whitespace) && !s.trim_end_matches(":*").contains('*')));
                 prop_assert!(spec.audience.len() <= input::MAX_AUDIENCE);
                 prop_assert!(spec.audience.iter().all(|a| !a.is_empty() && ok_text(a, input::MAX_ID)));
                 prop_assert!(spec.labels.iter().all(|(k, v)| !k.is_empty() && ok_text(k, input::MAX_LABEL_KEY) && ok_text(v, input::MAX_LABEL_VALUE)));

@@ -49,8 +49,28 @@ impl InvalidInput {
 
 pub type Result<T> = std::result::Result<T, InvalidInput>;
 
-/// Control characters (NUL, CR, LF, ESC, DEL, C1) are refused everywhere:
-/// they have no business in an identifier and they forge log lines.
+/// Code points that render as nothing or reorder what follows them: line
+/// and paragraph separators, bidirectional embeddings, overrides and
+/// isolates, zero-width spaces and joiners, and the byte-order mark. In an
+/// identifier they make two different values look the same (`alice` and
+/// `alice\u{200B}`), or one value look like another, in logs and consoles.
+pub(crate) fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200D}'
+            | '\u{2028}'
+            | '\u{2029}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{FEFF}'
+    )
+}
+
+/// Control characters (NUL, CR, LF, ESC, DEL, C1) and invisible or
+/// bidirectional code points are refused everywhere: they have no business
+/// in an identifier, they forge log lines, and they make different values
+/// look alike. Values are otherwise compared as exact bytes: no Unicode
+/// normalisation, no case folding.
 fn check_text(field: &dyn fmt::Display, value: &str, max: usize) -> Result<()> {
     if value.len() > max {
         return Err(InvalidInput::new(
@@ -62,6 +82,12 @@ fn check_text(field: &dyn fmt::Display, value: &str, max: usize) -> Result<()> {
         return Err(InvalidInput::new(
             field,
             "must not contain control characters",
+        ));
+    }
+    if value.chars().any(is_invisible) {
+        return Err(InvalidInput::new(
+            field,
+            "must not contain invisible or bidirectional characters",
         ));
     }
     Ok(())
@@ -112,14 +138,35 @@ pub fn token(field: &str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// Scopes: non-empty, no whitespace or control characters, no duplicates.
+/// Scopes, granted or required. A granted `connector:*` grants every scope
+/// in the family; a required `connector:*` asks for the whole family, which
+/// only a `connector:*` (or a wider family) grants.
 pub fn scopes(field: &str, values: Vec<String>) -> Result<Vec<String>> {
-    list(field, values, MAX_SCOPES, MAX_SCOPE, |name, scope| {
-        if scope.chars().any(char::is_whitespace) {
-            return Err(InvalidInput::new(name, "must not contain whitespace"));
-        }
-        Ok(())
-    })
+    list(field, values, MAX_SCOPES, MAX_SCOPE, scope_grammar)
+}
+
+/// A scope is one or more non-empty segments joined by `:` (`tool`,
+/// `tool:search`, `connector:github:read`), without whitespace or `*`, and
+/// may end in `:*` after at least one segment (`connector:*`: the family).
+/// So `*` alone, `:*`, `a::b`, `a:` and `a*` are not scopes.
+fn scope_grammar(name: &dyn fmt::Display, scope: &str) -> Result<()> {
+    if scope.chars().any(char::is_whitespace) {
+        return Err(InvalidInput::new(name, "must not contain whitespace"));
+    }
+    let body = scope.strip_suffix(":*").unwrap_or(scope);
+    if body.contains('*') {
+        return Err(InvalidInput::new(
+            name,
+            "may use `*` only as a final `:*` after a family, like `connector:*`",
+        ));
+    }
+    if body.split(':').any(str::is_empty) {
+        return Err(InvalidInput::new(
+            name,
+            "must be non-empty segments separated by `:`",
+        ));
+    }
+    Ok(())
 }
 
 /// Audience: client ids.
@@ -203,12 +250,57 @@ mod tests {
         assert_eq!(err.to_string(), "scopes[1]: must not contain whitespace");
         let err = scopes("scopes", vec!["a".into(), "a".into()]).unwrap_err();
         assert_eq!(err.to_string(), "scopes[1]: is a duplicate");
+        let err = required_id("subject", "alice\u{200B}".into()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "subject: must not contain invisible or bidirectional characters"
+        );
         let err = audience("audience", vec![String::new()]).unwrap_err();
         assert_eq!(err.to_string(), "audience[0]: must not be empty");
         let err = labels("labels", [("k".into(), "\u{1b}[31m".into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "labels value: must not contain control characters"
+        );
+    }
+
+    #[test]
+    fn invisible_and_bidirectional_code_points_are_refused() {
+        for c in [
+            '\u{200B}', '\u{200C}', '\u{200D}', '\u{2028}', '\u{2029}', '\u{202A}', '\u{202E}',
+            '\u{2066}', '\u{2069}', '\u{FEFF}',
+        ] {
+            let value = format!("a{c}b");
+            assert!(required_id("subject", value.clone()).is_err(), "{c:?}");
+            assert!(optional_id("run_id", value.clone()).is_err(), "{c:?}");
+            assert!(scopes("scopes", vec![value.clone()]).is_err(), "{c:?}");
+            assert!(audience("audience", vec![value.clone()]).is_err(), "{c:?}");
+            assert!(
+                labels("labels", [("k".into(), value.clone())]).is_err(),
+                "{c:?}"
+            );
+            assert!(labels("labels", [(value, "v".into())]).is_err(), "{c:?}");
+        }
+        // Visible non-ASCII text is fine, and kept byte for byte.
+        assert_eq!(
+            required_id("subject", "zoë-日本".into()),
+            Ok("zoë-日本".into())
+        );
+    }
+
+    #[test]
+    fn scope_grammar() {
+        for good in ["tool", "tool:search", "connector:*", "a:b:*", "mcp://x/y"] {
+            assert!(scopes("scopes", vec![good.into()]).is_ok(), "{good}");
+        }
+        for bad in ["*", ":*", "x:", ":x", "a::b", "a*", "a:*:b", "a:b*", "a:**"] {
+            let err = scopes("scopes", vec![bad.into()]).unwrap_err();
+            assert!(err.to_string().starts_with("scopes[0]: "), "{bad}: {err}");
+        }
+        let err = scopes("required_scopes", vec!["*".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "required_scopes[0]: may use `*` only as a final `:*` after a family, like `connector:*`"
         );
     }
 

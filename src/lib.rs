@@ -13,7 +13,8 @@
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
 //! - [`audit`]: the audit trail (events, keyed token MACs, replay count).
-//! - [`authority`]: the domain rules — denials, audience, subject, issuer, scopes, TTL.
+//! - [`rules`]: who may use a grant — one pure function, denials and their precedence.
+//! - [`authority`]: the domain operations — mint, validate, claim, revoke — over the rules, store, cache and audit trail.
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
@@ -32,6 +33,7 @@ pub mod config;
 mod fuzz;
 pub mod grpc;
 pub mod input;
+pub mod rules;
 pub mod seal;
 pub mod store;
 pub mod telemetry;

@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         None => serve(cli.serve).await,
         Some(Command::Serve(config)) => serve(config).await,
         Some(Command::Migrate(db)) => {
-            telemetry::init(tessera::config::LogFormat::Text);
+            let _logs = telemetry::init(tessera::config::LogFormat::Text);
             Backend::open(&db)?.migrate().await?;
             tracing::info!("migrations applied");
             Ok(())
@@ -116,7 +116,7 @@ async fn health(addr: std::net::SocketAddr, service: String) -> anyhow::Result<(
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    telemetry::init(config.log_format);
+    let _logs = telemetry::init(config.log_format);
     let app = App::build(config).await?;
     app.run_until(shutdown_signal()).await
 }

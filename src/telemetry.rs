@@ -1,21 +1,35 @@
 //! Log set-up. `RUST_LOG` picks levels (default `info`); `--log-format`
 //! picks text or JSON lines.
+//!
+//! Lines are formatted on the calling thread but written to stderr by a
+//! thread of their own, so a slow terminal or log pipe never holds up a
+//! reply, and a refusal's audit line costs the same formatting whatever its
+//! reason. The writer never drops a line: when its queue is full, callers
+//! wait, as they would for stderr itself.
 
 use std::io::IsTerminal;
 
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
 
-pub fn init(format: LogFormat) {
+/// Installs the subscriber. Keep the guard until the process ends: dropping
+/// it flushes the lines still queued.
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tessera-log")
+        .finish(std::io::stderr());
     let builder = fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     // A second init (tests start several servers in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    guard
 }

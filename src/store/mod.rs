@@ -75,6 +75,25 @@ pub struct Lookup {
     pub now: Micros,
 }
 
+/// A claim a client already made on a grant with a claim key.
+pub struct Prior {
+    /// The use it took (the use count right after it)…
+    pub use_count: u32,
+    /// …and when.
+    pub claimed_at: Micros,
+    /// The grant's sealed payload, which that claim revealed.
+    pub sealed_payload: Vec<u8>,
+}
+
+impl std::fmt::Debug for Prior {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prior")
+            .field("use_count", &self.use_count)
+            .field("claimed_at", &self.claimed_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// What a keyed claim did.
 #[derive(Debug)]
 pub enum Keyed {
@@ -162,7 +181,7 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Persistence for grants. Every method is one statement (one round trip)
 /// unless its doc says otherwise.
-pub trait Store: Send + Sync + 'static {
+pub trait Store: Clone + Send + Sync + 'static {
     /// Applies the embedded migrations.
     fn migrate(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
 
@@ -171,6 +190,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Finds a grant by token hash, whatever its state.
     fn find(&self, hash: &TokenHash) -> impl Future<Output = Result<Option<Lookup>>> + Send;
+
+    /// Finds a grant by token hash, whatever its state, and the claim
+    /// `client_id` made on it with the key hashed to `key_hash`, if any.
+    /// One statement, whether or not the grant or the claim exist.
+    fn find_keyed(
+        &self,
+        hash: &TokenHash,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> impl Future<Output = Result<Option<(Lookup, Option<Prior>)>>> + Send;
 
     /// Sets `last_used_at` to `at` unless it is already within
     /// [`TOUCH_INTERVAL`] of it.

@@ -1,6 +1,6 @@
 //! PostgreSQL: the production store that many replicas share.
 
-use std::time::Duration;
+use std::{future::Future, time::Duration};
 
 use sqlx::{
     PgPool, Row,
@@ -10,8 +10,8 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
-    StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
+    Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
 };
 use tracing::warn;
 
@@ -91,6 +91,30 @@ fn is_broken_connection(err: &sqlx::Error) -> bool {
             .code()
             .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
         _ => false,
+    }
+}
+
+impl PgStore {
+    /// Runs a read, retrying on another connection when a pooled one turns
+    /// out dead. A read is safe to repeat: a connection that died in the
+    /// pool (the database restarted, a proxy timed it out) costs a retry
+    /// instead of a failed call. Each failure discards one dead connection,
+    /// so after a restart it may take a few; retrying stops after half a
+    /// second, when the database itself is more likely gone. Writes are
+    /// never retried here: their first attempt may have committed.
+    async fn read<T, F>(&self, query: impl Fn() -> F) -> std::result::Result<T, sqlx::Error>
+    where
+        F: Future<Output = std::result::Result<T, sqlx::Error>>,
+    {
+        let started = std::time::Instant::now();
+        loop {
+            match query().await {
+                Err(err)
+                    if is_broken_connection(&err)
+                        && started.elapsed() < Duration::from_millis(500) => {}
+                result => return result,
+            }
+        }
     }
 }
 
@@ -201,35 +225,33 @@ impl Store for PgStore {
     }
 
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
-        let find = || {
-            sqlx::query(pg!(find))
-                .bind(&hash.0[..])
-                .fetch_optional(&self.pool)
-        };
-        // A read is safe to repeat: a connection that died in the pool (the
-        // database restarted, a proxy timed it out) costs a retry on another
-        // one instead of a failed call. Each failure discards one dead
-        // connection, so after a restart it may take a few; retrying stops
-        // after half a second, when the database itself is more likely gone.
-        // Writes are never retried here: their first attempt may have
-        // committed.
-        let started = std::time::Instant::now();
-        let row = loop {
-            match find().await {
-                Err(err)
-                    if is_broken_connection(&err)
-                        && started.elapsed() < Duration::from_millis(500) => {}
-                result => break result?,
-            }
-        };
+        let row = self
+            .read(|| {
+                sqlx::query(pg!(find))
+                    .bind(&hash.0[..])
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
+        Ok(row.as_ref().map(lookup_from_row).transpose()?)
+    }
+
+    async fn find_keyed(
+        &self,
+        hash: &TokenHash,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<Option<(Lookup, Option<Prior>)>> {
+        let row = self
+            .read(|| {
+                sqlx::query(pg!(find_keyed))
+                    .bind(&hash.0[..])
+                    .bind(client_id)
+                    .bind(&key_hash[..])
+                    .fetch_optional(&self.pool)
+            })
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let grant = grant_from_row(&row)?;
-        let now: i64 = row.try_get("now")?;
-        Ok(Some(Lookup {
-            expired: grant.expires_at <= now,
-            grant,
-            now,
-        }))
+        Ok(Some((lookup_from_row(&row)?, prior_from_row(&row)?)))
     }
 
     async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
@@ -350,3 +372,4 @@ impl Store for PgStore {
 }
 
 sql::keyed_claim!(PgPool, pg!(consume));
+sql::row_readers!(PgRow);

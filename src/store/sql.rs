@@ -53,6 +53,56 @@ macro_rules! find {
     };
 }
 
+/// [`find!`], plus the claim client `$2` made on the grant with the key
+/// whose hash is `$3`, if any (`prior_use`, `prior_at`), and the sealed
+/// payload: a keyed claim learns whether it is a retry in the same single
+/// statement that every other claim runs.
+macro_rules! find_keyed {
+    ($now:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::grant_columns!(),
+            ", ",
+            $now,
+            " AS now, sealed_payload, \
+             (SELECT use_number FROM claim_keys k WHERE k.grant_id = grants.grant_id \
+              AND k.client_id = $2 AND k.key_hash = $3) AS prior_use, \
+             (SELECT claimed_at FROM claim_keys k WHERE k.grant_id = grants.grant_id \
+              AND k.client_id = $2 AND k.key_hash = $3) AS prior_at \
+             FROM grants WHERE token_hash = $1"
+        )
+    };
+}
+
+/// Writes `lookup_from_row` and `prior_from_row` for one store's row type,
+/// over the store module's `grant_from_row`.
+macro_rules! row_readers {
+    ($row:ty) => {
+        /// A row of [`sql::find!`] or [`sql::find_keyed!`].
+        fn lookup_from_row(row: &$row) -> std::result::Result<Lookup, sqlx::Error> {
+            let grant = grant_from_row(row)?;
+            let now: i64 = row.try_get("now")?;
+            Ok(Lookup {
+                expired: grant.expires_at <= now,
+                grant,
+                now,
+            })
+        }
+
+        /// The prior claim in a row of [`sql::find_keyed!`], if there is one.
+        fn prior_from_row(row: &$row) -> std::result::Result<Option<Prior>, sqlx::Error> {
+            let Some(use_number) = row.try_get::<Option<i64>, _>("prior_use")? else {
+                return Ok(None);
+            };
+            Ok(Some(Prior {
+                use_count: to_u32(use_number),
+                claimed_at: row.try_get("prior_at")?,
+                sealed_payload: row.try_get("sealed_payload")?,
+            }))
+        }
+    };
+}
+
 /// `$2` is the time of use (the database's, from `find`), `$3` the
 /// coalescing interval: racing replicas write at most once per interval.
 macro_rules! touch {
@@ -213,8 +263,8 @@ macro_rules! keyed_claim {
 }
 
 pub(crate) use {
-    consume, find, get, grant_columns, insert, keyed_claim, live, prior_claim, record_key,
-    reserve_key, revoke, sweep, touch,
+    consume, find, find_keyed, get, grant_columns, insert, keyed_claim, live, prior_claim,
+    record_key, reserve_key, revoke, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

@@ -4,7 +4,7 @@
 //! FULL` makes every acknowledged claim durable, because a claim lost in a
 //! power cut would let a single-use token be used again.
 
-use std::{str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     Row, SqlitePool,
@@ -16,9 +16,11 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Result, RevokeTarget, Store,
-    StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
+    Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
 };
+use tracing::warn;
+
 use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
 
 /// SQLite's clock, in unix microseconds (millisecond resolution).
@@ -38,7 +40,9 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by the URL.
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::from_str(&db.url)?
+        let options = SqliteConnectOptions::from_str(&db.url)?;
+        create_private(options.get_filename())?;
+        let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -54,6 +58,39 @@ impl SqliteStore {
             .acquire_timeout(db.acquire_timeout)
             .connect_lazy_with(options);
         Ok(Self { pool, health })
+    }
+}
+
+/// Creates the database file, if missing, readable and writable by this
+/// user only (0600): it holds token hashes, audiences and sealed payloads.
+/// SQLite gives its `-wal` and `-shm` files the database file's mode. An
+/// existing file keeps its mode (the operator chose it), with a warning if
+/// others may read it.
+fn create_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mode = std::fs::metadata(path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                warn!(
+                    path = %path.display(),
+                    mode = format_args!("{:o}", mode & 0o777),
+                    "the database file is readable by other users; chmod 600 it"
+                );
+            }
+            Ok(())
+        }
+        Err(err) => Err(anyhow::Error::new(err)
+            .context(format!("creating the database file {}", path.display()))),
     }
 }
 
@@ -136,14 +173,23 @@ impl Store for SqliteStore {
             .bind(&hash.0[..])
             .fetch_optional(&self.pool)
             .await?;
+        Ok(row.as_ref().map(lookup_from_row).transpose()?)
+    }
+
+    async fn find_keyed(
+        &self,
+        hash: &TokenHash,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<Option<(Lookup, Option<Prior>)>> {
+        let row = sqlx::query(lite!(find_keyed))
+            .bind(&hash.0[..])
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .fetch_optional(&self.pool)
+            .await?;
         let Some(row) = row else { return Ok(None) };
-        let grant = grant_from_row(&row)?;
-        let now: i64 = row.try_get("now")?;
-        Ok(Some(Lookup {
-            expired: grant.expires_at <= now,
-            grant,
-            now,
-        }))
+        Ok(Some((lookup_from_row(&row)?, prior_from_row(&row)?)))
     }
 
     async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
@@ -261,3 +307,4 @@ impl Store for SqliteStore {
 }
 
 sql::keyed_claim!(SqlitePool, lite!(consume));
+sql::row_readers!(SqliteRow);

@@ -41,6 +41,7 @@ conformance!(
     touch_writes_at_most_once_per_interval,
     listen_announces_grants_ended_early,
     a_claim_key_consumes_once_and_replays_after,
+    find_keyed_reports_the_claim_a_key_made,
 );
 
 /// Runs `test` against a migrated store of `backend` (generic over the
@@ -94,6 +95,15 @@ impl Store for AnyStore {
         h: &tessera::token::TokenHash,
     ) -> tessera::store::Result<Option<tessera::store::Lookup>> {
         dispatch!(self, s => s.find(h).await)
+    }
+    async fn find_keyed(
+        &self,
+        h: &tessera::token::TokenHash,
+        client: &str,
+        key: &[u8; 32],
+    ) -> tessera::store::Result<Option<(tessera::store::Lookup, Option<tessera::store::Prior>)>>
+    {
+        dispatch!(self, s => s.find_keyed(h, client, key).await)
     }
     async fn touch(&self, id: &str, at: i64) -> tessera::store::Result<()> {
         dispatch!(self, s => s.touch(id, at).await)
@@ -499,4 +509,62 @@ async fn a_claim_key_consumes_once_and_replays_after(store: AnyStore) {
         store.consume_keyed(&g.grant_id, "proxy", &key).await,
         Err(_) | Ok(Keyed::Refused)
     ));
+}
+
+/// One lookup tells a keyed claim whether it is a retry: the grant, and the
+/// claim this client made with this key, if any, whatever the grant's state.
+async fn find_keyed_reports_the_claim_a_key_made(store: AnyStore) {
+    let (token, g) = new_grant("m", "r", 2, HOUR);
+    store.insert(&g).await.unwrap();
+    let hash = token.hash();
+    let key = [7u8; 32];
+    let (lookup, prior) = store
+        .find_keyed(&hash, "proxy", &key)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lookup.grant.grant_id, g.grant_id);
+    assert!(prior.is_none(), "no claim yet");
+    let Keyed::Consumed(claimed, _) = store
+        .consume_keyed(&g.grant_id, "proxy", &key)
+        .await
+        .unwrap()
+    else {
+        panic!("the keyed claim consumes");
+    };
+    store
+        .revoke(&RevokeTarget::GrantId(g.grant_id.clone()), None, 1)
+        .await
+        .unwrap();
+    let (lookup, prior) = store
+        .find_keyed(&hash, "proxy", &key)
+        .await
+        .unwrap()
+        .unwrap();
+    let prior = prior.expect("the claim this key made");
+    assert_eq!(
+        (prior.use_count, Some(prior.claimed_at)),
+        (1, claimed.last_used_at)
+    );
+    assert_eq!(prior.sealed_payload, vec![1, 2, 3]);
+    assert!(lookup.grant.revoked_at.is_some(), "the grant as it is now");
+    for (client, key) in [("other", key), ("proxy", [8u8; 32])] {
+        let (_, prior) = store
+            .find_keyed(&hash, client, &key)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            prior.is_none(),
+            "{client}: another client or key made no claim"
+        );
+    }
+    let never = Token::generate().hash();
+    assert!(
+        store
+            .find_keyed(&never, "proxy", &key)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

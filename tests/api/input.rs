@@ -53,6 +53,57 @@ async fn bad_mints_name_the_field_and_write_nothing(backend: Backend) {
                 ..base()
             },
         ),
+        // Invisible and bidirectional code points make two values look alike.
+        (
+            "subject",
+            pb::MintRequest {
+                subject: "alice\u{200B}".into(),
+                ..base()
+            },
+        ),
+        (
+            "run_id",
+            pb::MintRequest {
+                run_id: "run\u{202E}7".into(),
+                ..base()
+            },
+        ),
+        (
+            "scopes[0]",
+            pb::MintRequest {
+                scopes: vec!["tool:\u{FEFF}search".into()],
+                ..base()
+            },
+        ),
+        (
+            "labels value",
+            pb::MintRequest {
+                labels: [("project".into(), "p\u{2066}1".into())].into(),
+                ..base()
+            },
+        ),
+        // The scope grammar: `*` only as a final `:*` after a family.
+        (
+            "scopes[0]",
+            pb::MintRequest {
+                scopes: vec!["*".into()],
+                ..base()
+            },
+        ),
+        (
+            "scopes[1]",
+            pb::MintRequest {
+                scopes: vec!["ok".into(), ":*".into()],
+                ..base()
+            },
+        ),
+        (
+            "scopes[0]",
+            pb::MintRequest {
+                scopes: vec!["x:".into()],
+                ..base()
+            },
+        ),
         (
             "run_id",
             pb::MintRequest {
@@ -235,6 +286,20 @@ async fn bad_checks_and_revokes(backend: Backend) {
             "subject",
             pb::ClaimRequest {
                 subject: "a\r\nb".into(),
+                ..claim(&token)
+            },
+        ),
+        (
+            "subject",
+            pb::ClaimRequest {
+                subject: "\u{202A}u".into(),
+                ..claim(&token)
+            },
+        ),
+        (
+            "required_scopes[0]",
+            pb::ClaimRequest {
+                required_scopes: vec!["*".into()],
                 ..claim(&token)
             },
         ),

@@ -21,6 +21,7 @@ async fn calls_beyond_the_limit_are_shed_at_once() {
         Backend::Postgres,
         Options {
             max_in_flight: 2,
+            max_in_flight_per_client: Some(2),
             ..Options::default()
         },
     )

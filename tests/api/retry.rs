@@ -4,12 +4,15 @@
 use tessera::pb::{self, Denial, token_authority_client::TokenAuthorityClient};
 use tonic::Code;
 
-use crate::support::{Backend, TestApp, channel, check, claim, mint_req};
+use crate::support::{
+    Backend, TestApp, channel, check, claim, eventually, lock_run, mint_req, wait_for_lock_waiters,
+};
 
 crate::both_backends!(
     a_retried_claim_returns_the_original_outcome,
     racing_retries_with_one_key_use_once,
     replay_of_a_flagged_grant_revokes_its_run,
+    outsiders_cannot_trip_a_run_revocation,
 );
 
 fn keyed_claim(token: &str, key: &str) -> pb::ClaimRequest {
@@ -174,12 +177,12 @@ async fn replay_of_a_flagged_grant_revokes_its_run(backend: Backend) {
             (false, Denial::TokenUnknown as i32)
         );
     }
-    let sibling_now = app.validate("proxy", check(&sibling.token)).await.unwrap();
-    assert_eq!(
-        sibling_now.denial,
-        Denial::TokenUnknown as i32,
-        "the run is revoked"
-    );
+    // The run's revocation follows the reply, on a task of its own.
+    eventually("the run is revoked", async || {
+        let sibling_now = app.validate("proxy", check(&sibling.token)).await.unwrap();
+        sibling_now.denial == Denial::TokenUnknown as i32
+    })
+    .await;
     let id = sibling.grant.unwrap().grant_id;
     let revoked = app.get("minter", &id).await.unwrap();
     assert_eq!(revoked.revoke_reason, pb::RevokeReason::Compromised as i32);
@@ -196,4 +199,92 @@ async fn replay_of_a_flagged_grant_revokes_its_run(backend: Backend) {
             .valid,
         "unflagged: run stays"
     );
+}
+
+/// The review's attack: `reader`, outside the audience, presenting a
+/// used-up `revoke_run_on_replay` token made the issuer's other grants in
+/// that run get revoked. Only a presentation that passes the audience and
+/// subject rules is a replay now. And a keyed claim of a dead token is a
+/// replay like any other (it used to skip the state checks, and the
+/// tripwire with them).
+async fn outsiders_cannot_trip_a_run_revocation(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tripwire = pb::MintRequest {
+        run_id: "run-t".into(),
+        audience: vec!["proxy".into()],
+        revoke_run_on_replay: true,
+        max_uses: 1,
+        ..mint_req("alice")
+    };
+    let tripwire = app.mint("minter", tripwire).await.unwrap().token;
+    let sibling = pb::MintRequest {
+        run_id: "run-t".into(),
+        ..mint_req("alice")
+    };
+    let sibling = app.mint("minter", sibling).await.unwrap().token;
+    assert!(app.claim("proxy", claim(&tripwire)).await.unwrap().claimed);
+
+    let foreign_subject = pb::ClaimRequest {
+        subject: "mallory".into(),
+        ..claim(&tripwire)
+    };
+    let answers = [
+        app.validate("reader", check(&tripwire))
+            .await
+            .unwrap()
+            .denial,
+        app.claim("other", claim(&tripwire)).await.unwrap().denial,
+        app.claim("proxy", foreign_subject).await.unwrap().denial,
+    ];
+    assert_eq!(answers, [Denial::TokenUnknown as i32; 3]);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        app.validate("proxy", check(&sibling)).await.unwrap().valid,
+        "outsiders did not revoke the run"
+    );
+
+    let keyed = pb::ClaimRequest {
+        required_scopes: vec!["tool:admin".into()],
+        ..keyed_claim(&tripwire, "a-new-key")
+    };
+    let answer = app.claim("proxy", keyed).await.unwrap();
+    assert_eq!(answer.denial, Denial::TokenUnknown as i32);
+    eventually("a keyed replay revokes the run", async || {
+        !app.validate("proxy", check(&sibling)).await.unwrap().valid
+    })
+    .await;
+}
+
+/// The replay's reply does not wait for the run's revocation: with the
+/// run's rows locked by another session, the refusal comes back at once;
+/// the revocation lands when the lock goes, durably.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_is_answered_before_its_run_is_revoked() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let in_run = |flagged: bool| pb::MintRequest {
+        run_id: "run-slow".into(),
+        revoke_run_on_replay: flagged,
+        max_uses: 1,
+        ..mint_req("alice")
+    };
+    let tripwire = app.mint("minter", in_run(true)).await.unwrap().token;
+    let sibling = app.mint("minter", in_run(false)).await.unwrap();
+    assert!(app.claim("proxy", claim(&tripwire)).await.unwrap().claimed);
+
+    let lock = lock_run(&app.db, "run-slow").await;
+    let started = std::time::Instant::now();
+    let answer = app.claim("proxy", claim(&tripwire)).await.unwrap();
+    assert_eq!(answer.denial, Denial::TokenUnknown as i32);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "answered without waiting: {:?}",
+        started.elapsed()
+    );
+    wait_for_lock_waiters(&app.db, &lock, 1).await;
+    lock.tx.rollback().await.unwrap();
+    let id = sibling.grant.unwrap().grant_id;
+    eventually("the run is revoked once the lock goes", async || {
+        app.get("minter", &id).await.unwrap().revoke_reason == pb::RevokeReason::Compromised as i32
+    })
+    .await;
 }

@@ -458,7 +458,9 @@ fn headers(metadata: &tonic::metadata::MetadataMap) -> Vec<(String, String)> {
 }
 
 /// Never minted, revoked, used up, bound to another subject, outside the
-/// audience: the same bytes on the wire, and nothing consumed.
+/// audience: the same bytes on the wire, and nothing consumed. A keyed claim
+/// asking for a scope the grant lacks is judged the same way: a dead grant
+/// does not reveal its scopes to whoever holds its token.
 async fn hidden_denials_are_indistinguishable(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let mint = |m: pb::MintRequest| app.mint("minter", m);
@@ -486,7 +488,17 @@ async fn hidden_denials_are_indistinguishable(backend: Backend) {
     ];
     let mut validate_bytes = Vec::new();
     let mut claim_bytes = Vec::new();
+    let mut keyed_bytes = Vec::new();
     for (name, client, token, subject) in &cases {
+        let k = pb::ClaimRequest {
+            subject: subject.to_string(),
+            required_scopes: vec!["tool:admin".into()],
+            claim_key: "k".into(),
+            ..claim(token)
+        };
+        let k = app.client().claim(app.req(client, k)).await.unwrap();
+        let k_meta = headers(k.metadata());
+        keyed_bytes.push((name, k.into_inner().encode_to_vec(), k_meta));
         let v = pb::ValidateRequest {
             subject: subject.to_string(),
             ..check(token)
@@ -501,7 +513,8 @@ async fn hidden_denials_are_indistinguishable(backend: Backend) {
         validate_bytes.push((name, v.into_inner().encode_to_vec(), v_meta));
         claim_bytes.push((name, c.into_inner().encode_to_vec(), c_meta));
     }
-    for list in [&validate_bytes, &claim_bytes] {
+    assert_eq!(keyed_bytes[0].1, claim_bytes[0].1, "keyed or not, the same");
+    for list in [&validate_bytes, &claim_bytes, &keyed_bytes] {
         for (name, bytes, meta) in list.iter() {
             assert_eq!(
                 (bytes, meta),
@@ -517,6 +530,24 @@ async fn hidden_denials_are_indistinguishable(backend: Backend) {
             .denial,
         Denial::TokenUnknown as i32
     );
+    // Expiry comes before scopes, keyed or not.
+    let short = pb::MintRequest {
+        ttl: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 1_000_000,
+        }),
+        ..single()
+    };
+    let expired = mint(short).await.unwrap().token;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let keyed = pb::ClaimRequest {
+        required_scopes: vec!["tool:admin".into()],
+        claim_key: "k".into(),
+        ..claim(&expired)
+    };
+    let answer = app.claim("proxy", keyed).await.unwrap();
+    assert_eq!(answer.denial, Denial::TokenExpired as i32);
+
     // The refused claims consumed nothing: the rightful callers still can.
     let bound_ok = pb::ClaimRequest {
         subject: "alice".into(),

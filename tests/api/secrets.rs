@@ -7,6 +7,26 @@ use tessera::pb::{self, revoke_request::Target, token_authority_client::TokenAut
 
 crate::both_backends!(the_database_holds_no_token_and_no_payload);
 
+/// The SQLite database, and the WAL and shared-memory files beside it, are
+/// readable and writable by the server's user only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let minted = app.mint("minter", mint_req("u")).await.unwrap();
+    assert!(
+        app.validate("minter", check(&minted.token))
+            .await
+            .unwrap()
+            .valid
+    );
+    let path = app.db.url().trim_start_matches("sqlite://").to_owned();
+    for file in [path.clone(), format!("{path}-wal"), format!("{path}-shm")] {
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}: {:o}", mode & 0o777);
+    }
+}
+
 const PAYLOAD: &[u8] = b"sk-live-UPSTREAM-SECRET-0042";
 
 async fn the_database_holds_no_token_and_no_payload(backend: Backend) {

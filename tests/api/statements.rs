@@ -1,5 +1,7 @@
-//! The refusals that must be indistinguishable run the same statements: a
-//! store that records every call it gets stands behind a real authority.
+//! The statements each call runs, pinned: the refusals that must be
+//! indistinguishable run the same ones, and each success path runs as few
+//! as it needs. A store that records every call it gets stands behind a
+//! real authority.
 
 use std::{
     sync::{Arc, Mutex},
@@ -9,11 +11,11 @@ use std::{
 use tessera::{
     audit::Audit,
     authority::{Authority, Check, Claimed, Denial, MintSpec, Policy, Validated},
-    cache::Invalidation,
+    cache::{GrantCache, Invalidation},
     clients::{Caller, Role},
     config::DatabaseConfig,
     store::{
-        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Result, RevokeTarget,
+        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result, RevokeTarget,
         SqliteStore, Store,
     },
     token::{Token, TokenHash},
@@ -49,6 +51,15 @@ impl<S: Store + Clone> Store for Recording<S> {
     async fn find(&self, h: &TokenHash) -> Result<Option<Lookup>> {
         self.note("find");
         self.inner.find(h).await
+    }
+    async fn find_keyed(
+        &self,
+        h: &TokenHash,
+        client: &str,
+        key: &[u8; 32],
+    ) -> Result<Option<(Lookup, Option<Prior>)>> {
+        self.note("find_keyed");
+        self.inner.find_keyed(h, client, key).await
     }
     async fn touch(&self, id: &str, at: i64) -> Result<()> {
         self.note("touch");
@@ -166,7 +177,97 @@ async fn run<S: Store + Clone>(store: S) {
             "{name}"
         );
         assert_eq!(store.take(), ["find"], "claim, {name}");
+        let keyed = Check {
+            claim_key: Some("k".into()),
+            required_scopes: vec!["tool:admin".into()],
+            ..check(token, *subject)
+        };
+        let claimed = authority.claim(caller, keyed).await.unwrap();
+        assert!(
+            matches!(claimed, Claimed::Denied(Denial::Unknown)),
+            "{name}"
+        );
+        assert_eq!(store.take(), ["find_keyed"], "keyed claim, {name}");
     }
+
+    // BOUNDED: every hidden refusal is read once, then answered from this
+    // replica's memory for the cache's bounded age, a token never minted
+    // as much as a dead or foreign grant.
+    for (name, caller, token, subject) in &cases {
+        let cache = Arc::new(GrantCache::new(Duration::from_secs(60), 100));
+        cache.apply(Invalidation::Resumed);
+        let cached = Authority::new(store.clone(), policy, Some(cache), Audit::new(None));
+        let bounded = || Check {
+            bounded: true,
+            ..check(token, *subject)
+        };
+        for expected in [&["find"][..], &[]] {
+            let validated = cached.validate(caller, bounded()).await.unwrap();
+            assert!(
+                matches!(validated, Validated::Denied(Denial::Unknown)),
+                "{name}"
+            );
+            assert_eq!(store.take(), expected, "bounded validate, {name}");
+        }
+    }
+
+    // The success paths.
+    let (token, _) = authority.mint(&minter, mint(2)).await.unwrap();
+    assert_eq!(store.take(), ["insert"], "mint");
+    let valid = authority.validate(&proxy, check(&token, None)).await;
+    assert!(matches!(valid.unwrap(), Validated::Valid(_)));
+    assert_eq!(store.take(), ["find", "touch"], "first validate");
+    let valid = authority.validate(&proxy, check(&token, None)).await;
+    assert!(matches!(valid.unwrap(), Validated::Valid(_)));
+    assert_eq!(store.take(), ["find"], "validate within a minute");
+    let claimed = authority.claim(&proxy, check(&token, None)).await.unwrap();
+    assert!(matches!(claimed, Claimed::Claimed { .. }));
+    assert_eq!(store.take(), ["find", "consume"], "claim");
+    let keyed = || Check {
+        claim_key: Some("k".into()),
+        ..check(&token, None)
+    };
+    let claimed = authority.claim(&proxy, keyed()).await.unwrap();
+    assert!(matches!(claimed, Claimed::Claimed { .. }));
+    assert_eq!(store.take(), ["find_keyed", "consume_keyed"], "keyed claim");
+    let retried = authority.claim(&proxy, keyed()).await.unwrap();
+    assert!(matches!(retried, Claimed::Claimed { .. }));
+    assert_eq!(store.take(), ["find_keyed"], "retried keyed claim");
+
+    // A replay that trips its run's revocation answers after one lookup;
+    // the revocation follows on a task of its own.
+    let (tripwire, _) = authority
+        .mint(
+            &minter,
+            MintSpec {
+                revoke_run_on_replay: true,
+                ..mint(1)
+            },
+        )
+        .await
+        .unwrap();
+    let claimed = authority.claim(&proxy, check(&tripwire, None)).await;
+    assert!(matches!(claimed.unwrap(), Claimed::Claimed { .. }));
+    store.take();
+    let replayed = authority.claim(&proxy, check(&tripwire, None)).await;
+    assert!(matches!(
+        replayed.unwrap(),
+        Claimed::Denied(Denial::Unknown)
+    ));
+    let mut calls = store.take();
+    assert_eq!(calls.first(), Some(&"find"), "{calls:?}");
+    for _ in 0..100 {
+        if calls.contains(&"revoke") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        calls.extend(store.take());
+    }
+    assert_eq!(
+        calls,
+        ["find", "revoke"],
+        "the run is revoked off the reply path"
+    );
 }
 
 fn check(token: &Token, subject: Option<&str>) -> Check {

@@ -264,6 +264,8 @@ pub struct Options {
     pub sweep_interval: &'static str,
     pub cache_max_age: &'static str,
     pub max_in_flight: usize,
+    pub max_in_flight_per_client: Option<usize>,
+    pub body_timeout: &'static str,
     pub shutdown_grace: &'static str,
 }
 
@@ -277,6 +279,8 @@ impl Default for Options {
             sweep_interval: "60s",
             cache_max_age: "2s",
             max_in_flight: 512,
+            max_in_flight_per_client: None,
+            body_timeout: "3s",
             shutdown_grace: "20s",
         }
     }
@@ -294,6 +298,8 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         },
         limits: tessera::config::Limits {
             max_in_flight: options.max_in_flight,
+            max_in_flight_per_client: options.max_in_flight_per_client,
+            body_timeout: d(options.body_timeout),
             request_timeout: Duration::from_secs(10),
             shutdown_grace: d(options.shutdown_grace),
             http2_max_concurrent_streams: 256,
@@ -342,6 +348,10 @@ impl TestApp {
     }
 
     pub async fn start_config(db: TestDb, keys: Keys, config: Config) -> Self {
+        // Quiet unless asked: `TEST_LOG=1 cargo test NAME -- --nocapture`.
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _guard = std::mem::ManuallyDrop::new(tessera::telemetry::init(LogFormat::Text));
+        }
         let app = App::build(config).await.expect("server starts");
         let addr = app.local_addr();
         let (stop, stopped) = oneshot::channel();
@@ -804,4 +814,17 @@ pub async fn postgres_addr() -> SocketAddr {
         .unwrap()
         .next()
         .unwrap()
+}
+
+/// Waits until `done` holds, for at most 5 s: for effects that follow a
+/// reply rather than precede it.
+pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
