@@ -40,6 +40,18 @@ pub enum Op {
     Propagation,
 }
 
+/// The tokens Validate and Claim present.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tokens {
+    /// Minted first, live.
+    Live,
+    /// Never minted (well-formed, checksummed, unknown to the server).
+    Unknown,
+    /// Minted first, then revoked: refused like unknown ones, but with a row.
+    Revoked,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Consistency {
@@ -75,6 +87,10 @@ pub struct BenchArgs {
     /// Grants to mint first, for validate and claim to use.
     #[arg(long, default_value_t = 10_000)]
     pub grants: usize,
+    /// Which tokens validate and claim present: comparing `unknown` with
+    /// `revoked` shows whether a hidden refusal's timing tells them apart.
+    #[arg(long, value_enum, default_value = "live")]
+    pub tokens: Tokens,
     /// Client key with the mint, validate, claim and revoke roles (none in dev mode).
     #[arg(long, env = "TESSERA_BENCH_KEY", hide_env_values = true)]
     pub key: Option<String>,
@@ -283,10 +299,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         return Ok(report(&args, delays, BTreeMap::new(), None));
     }
 
-    let tokens = if args.op == Op::Mint {
-        Vec::new()
-    } else {
-        premint(&args, &callers).await?
+    let tokens = match (args.op, args.tokens) {
+        (Op::Mint, _) => Vec::new(),
+        (_, Tokens::Unknown) => (0..args.grants.max(1))
+            .map(|_| crate::token::Token::generate().into_plaintext())
+            .collect(),
+        _ => premint(&args, &callers).await?,
     };
     let tokens = Arc::new(if tokens.is_empty() {
         vec![String::new()]
@@ -458,6 +476,7 @@ async fn premint(args: &BenchArgs, callers: &[Caller]) -> anyhow::Result<Vec<Str
     // Few enough minters that a server shedding load above its limit
     // still takes them all.
     let workers = args.concurrency.clamp(1, 16).min(total);
+    let revoked = args.tokens == Tokens::Revoked;
     let tasks: Vec<_> = (0..workers)
         .map(|t| {
             let mut caller = callers[t % callers.len()].clone();
@@ -466,7 +485,14 @@ async fn premint(args: &BenchArgs, callers: &[Caller]) -> anyhow::Result<Vec<Str
             tokio::spawn(async move {
                 let mut tokens = Vec::with_capacity(share.len());
                 for i in share {
-                    tokens.push(caller.mint(i).await?);
+                    let token = caller.mint(i).await?;
+                    if revoked {
+                        let outcome = caller.revoke(token.clone()).await;
+                        if outcome != "revoked" {
+                            return Err(tonic::Status::internal(outcome));
+                        }
+                    }
+                    tokens.push(token);
                     done.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok::<_, tonic::Status>(tokens)

@@ -7,19 +7,18 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tessera::pb;
 use tokio::net::TcpStream;
 use tonic::Code;
 
 use crate::support::{
-    Backend, Options, Process, TestApp, TestDb, check, claim, keyed, lock_run, mint_req,
-    wait_for_lock_waiters,
+    Backend, HeldClaims, Options, Process, TestApp, TestDb, check, keyed, mint_req,
 };
 
 /// One HTTP/2 connection to the server, speaking gRPC by hand.
 struct Raw {
     addr: std::net::SocketAddr,
     send: h2::client::SendRequest<Bytes>,
+    ping: h2::PingPong,
 }
 
 /// A call whose body is still owed: holding it keeps the stream open.
@@ -31,9 +30,15 @@ struct Stalled {
 impl Raw {
     async fn connect(addr: std::net::SocketAddr) -> Self {
         let tcp = TcpStream::connect(addr).await.unwrap();
-        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        let (send, mut connection) = h2::client::handshake(tcp).await.unwrap();
+        let ping = connection.ping_pong().unwrap();
         tokio::spawn(connection);
-        Self { addr, send }
+        Self { addr, send, ping }
+    }
+
+    /// Returns once the server has read every frame sent before.
+    async fn flush(&mut self) {
+        self.ping.ping(h2::Ping::opaque()).await.unwrap();
     }
 
     fn request(&self, method: &str, authorization: &[&str]) -> http::Request<()> {
@@ -135,17 +140,25 @@ async fn stalled_streams_of_one_client_cannot_fail_another() {
         .token;
 
     let mut stalled = Vec::new();
+    let mut connections = Vec::new();
     for _ in 0..3 {
         let mut raw = Raw::connect(server.addr).await;
         for _ in 0..200 {
             stalled.push(raw.stall("Mint", &[&bearer("reader")]).await);
         }
+        connections.push(raw);
     }
     let mut waiting = Vec::new();
     let mut raw = Raw::connect(server.addr).await;
     for _ in 0..32 {
         waiting.push(raw.stall("Validate", &[&bearer("minter")]).await);
     }
+    connections.push(raw);
+    // Every stalled stream has reached the server before the victim calls.
+    for raw in &mut connections {
+        raw.flush().await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let started = Instant::now();
     for _ in 0..10 {
@@ -196,21 +209,8 @@ async fn one_client_cannot_take_the_whole_in_flight_limit() {
         },
     )
     .await;
-    let held = pb::MintRequest {
-        run_id: "held".into(),
-        ..mint_req("u")
-    };
-    let token = app.mint("minter", held).await.unwrap().token;
     let free = app.mint("minter", mint_req("u")).await.unwrap().token;
-    let lock = lock_run(&app.db, "held").await;
-    let stuck: Vec<_> = (0..4)
-        .map(|_| {
-            let mut client = app.client();
-            let request = app.req("minter", claim(&token));
-            tokio::spawn(async move { client.claim(request).await })
-        })
-        .collect();
-    wait_for_lock_waiters(&app.db, &lock, 4).await;
+    let held = HeldClaims::start(&app, "minter", 4).await;
 
     let err = app.mint("minter", mint_req("u")).await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "past its share");
@@ -220,10 +220,7 @@ async fn one_client_cannot_take_the_whole_in_flight_limit() {
     }
     assert!(app.mint("other", mint_req("u")).await.is_ok());
 
-    lock.tx.rollback().await.unwrap();
-    for call in stuck {
-        assert!(call.await.unwrap().unwrap().into_inner().claimed);
-    }
+    held.release().await;
     assert!(
         app.mint("minter", mint_req("u")).await.is_ok(),
         "served again"

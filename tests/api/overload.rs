@@ -7,8 +7,8 @@ use tessera::pb::{self, token_authority_client::TokenAuthorityClient};
 use tonic::Code;
 
 use crate::support::{
-    Backend, Keys, Options, Process, TestApp, TestDb, channel, claim, keyed, lock_run, mint_req,
-    wait_for_lock_waiters,
+    Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, claim, keyed, lock_run,
+    mint_req, wait_for_lock_waiters,
 };
 
 /// Two claims held in flight by a row lock fill `--max-in-flight 2`; the
@@ -26,20 +26,7 @@ async fn calls_beyond_the_limit_are_shed_at_once() {
         },
     )
     .await;
-    let held = pb::MintRequest {
-        run_id: "held".into(),
-        ..mint_req("u")
-    };
-    let token = app.mint("minter", held).await.unwrap().token;
-    let lock = lock_run(&app.db, "held").await;
-    let stuck: Vec<_> = (0..2)
-        .map(|_| {
-            let mut client = app.client();
-            let request = app.req("minter", claim(&token));
-            tokio::spawn(async move { client.claim(request).await })
-        })
-        .collect();
-    wait_for_lock_waiters(&app.db, &lock, 2).await;
+    let held = HeldClaims::start(&app, "minter", 2).await;
 
     let start = Instant::now();
     let err = app.mint("minter", mint_req("u")).await.unwrap_err();
@@ -57,10 +44,7 @@ async fn calls_beyond_the_limit_are_shed_at_once() {
         .await;
     assert!(ready.is_ok(), "health is not shed");
 
-    lock.tx.rollback().await.unwrap();
-    for call in stuck {
-        assert!(call.await.unwrap().unwrap().into_inner().claimed);
-    }
+    held.release().await;
     assert!(
         app.mint("minter", mint_req("u")).await.is_ok(),
         "served again"

@@ -764,6 +764,41 @@ pub async fn lock_run(db: &TestDb, run_id: &str) -> RunLock {
     RunLock { tx, pid }
 }
 
+/// `n` claims by `client` held in flight: a grant of its own run is minted,
+/// its row locked, and the claims wait on the lock until it is released.
+pub struct HeldClaims {
+    pub lock: RunLock,
+    calls: Vec<JoinHandle<Result<Response<pb::ClaimResponse>, Status>>>,
+}
+
+impl HeldClaims {
+    pub async fn start(app: &TestApp, client: &str, n: i64) -> Self {
+        let held = pb::MintRequest {
+            run_id: "held".into(),
+            ..mint_req("u")
+        };
+        let token = app.mint("minter", held).await.unwrap().token;
+        let lock = lock_run(&app.db, "held").await;
+        let calls = (0..n)
+            .map(|_| {
+                let mut grpc = app.client();
+                let request = app.req(client, claim(&token));
+                tokio::spawn(async move { grpc.claim(request).await })
+            })
+            .collect();
+        wait_for_lock_waiters(&app.db, &lock, n).await;
+        Self { lock, calls }
+    }
+
+    /// Releases the lock; every held claim then succeeds.
+    pub async fn release(self) {
+        self.lock.tx.rollback().await.unwrap();
+        for call in self.calls {
+            assert!(call.await.unwrap().unwrap().into_inner().claimed);
+        }
+    }
+}
+
 /// Waits until `n` sessions wait on `lock` (other tests' waits do not count).
 pub async fn wait_for_lock_waiters(db: &TestDb, lock: &RunLock, n: i64) {
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
