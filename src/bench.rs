@@ -91,6 +91,13 @@ pub struct BenchArgs {
     /// `revoked` shows whether a hidden refusal's timing tells them apart.
     #[arg(long, value_enum, default_value = "live")]
     pub tokens: Tokens,
+    /// Uses each pre-minted grant allows (0 = unlimited). With 1, every
+    /// claim takes a grant's last use; pre-mint more grants than claims.
+    #[arg(long, default_value_t = 0)]
+    pub max_uses: u32,
+    /// Send every claim with a claim key of its own (a retry-safe claim).
+    #[arg(long)]
+    pub claim_key: bool,
     /// Client key with the mint, validate, claim and revoke roles (none in dev mode).
     #[arg(long, env = "TESSERA_BENCH_KEY", hide_env_values = true)]
     pub key: Option<String>,
@@ -146,6 +153,8 @@ struct Caller {
     client: TokenAuthorityClient<Channel>,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
     consistency: pb::Consistency,
+    max_uses: u32,
+    claim_key: bool,
 }
 
 impl Caller {
@@ -166,6 +175,7 @@ impl Caller {
                 seconds: 3600,
                 nanos: 0,
             }),
+            max_uses: self.max_uses,
             ..Default::default()
         };
         Ok(self
@@ -207,6 +217,11 @@ impl Caller {
                 let m = pb::ClaimRequest {
                     token,
                     required_scopes,
+                    claim_key: if self.claim_key {
+                        format!("bench-{i}")
+                    } else {
+                        String::new()
+                    },
                     ..Default::default()
                 };
                 self.client.claim(self.req(m)).await.map(|r| {
@@ -269,6 +284,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         Consistency::Full => pb::Consistency::Full,
         Consistency::Bounded => pb::Consistency::Bounded,
     };
+    let (max_uses, claim_key) = (args.max_uses, args.claim_key);
     let connect = |target: SocketAddr| {
         let auth = auth.clone();
         async move {
@@ -282,6 +298,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                     .max_decoding_message_size(crate::input::MAX_MESSAGE),
                 auth,
                 consistency,
+                max_uses,
+                claim_key,
             })
         }
     };
