@@ -81,7 +81,9 @@ impl Raw {
         let mut frame = vec![0u8];
         frame.extend_from_slice(&u32::try_from(message.len()).unwrap().to_be_bytes());
         frame.extend_from_slice(message);
-        body.send_data(Bytes::from(frame), true).unwrap();
+        // A call refused from its headers may be answered and reset before
+        // its body goes out: then there is nothing to send it to.
+        let _ = body.send_data(Bytes::from(frame), true);
         status_of(response).await
     }
 }
