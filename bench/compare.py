@@ -11,7 +11,10 @@ It creates a scratch database, starts one Tessera server on a free port,
 and removes both when it ends, whatever happens.
 
     python3 bench/compare.py                       # 1M rows, 64 clients, 10 s each
-    python3 bench/compare.py --rows 100000 --duration 5
+    python3 bench/compare.py --rows 100000 --duration 5 --ops validate,claim-single
+    # the CI smoke: a few thousand rows, one second per op, the debug binary
+    python3 bench/compare.py --rows 3000 --hot 500 --single 500 --duration 1 --warmup 0 \\
+        --tessera target/debug/tessera
 """
 
 import argparse
@@ -28,51 +31,71 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESSERA = os.path.join(ROOT, "target", "release", "tessera")
 
-# pgbench expressions for each statement parameter. Hot rows (the ones
-# pgbench reads and claims) have grant_id 'hot<i>' and token_hash
-# sha256('hot<i>'); minted rows get a random id.
-PARAMS = {
-    "find": {1: "sha256(('hot' || :i)::bytea)"},
-    "consume": {1: "'hot' || :i"},
-    "insert": {
-        1: "'m' || :client_id || '-' || :n",
-        2: "sha256(('m' || :client_id || '-' || :n)::bytea)",
-        3: "'tsr_abcd'",
-        4: "'bench-subject'",
-        5: "'{}'::text[]",
-        6: "'bench-run'",
-        # chr(58) is ':', which pgbench would read as the start of a variable.
-        7: "ARRAY['bench' || chr(58) || '*', 'tool' || chr(58) || 'search']",
-        8: "'{}'::jsonb",
-        9: "'\\x'::bytea",
-        10: "0",
-        11: "'dev'",
-        12: "3600000000",
-    },
-}
+# pgbench expressions for each statement parameter, by statement name. Hot
+# rows (the ones pgbench reads and claims) have grant_id 'hot<i>' and
+# token_hash sha256('hot<i>'); single-use rows 'single<i>'; minted rows and
+# claim keys get random values per transaction (:n).
+KEY = "sha256((:client_id || '-' || :n)::bytea)"
 
 
-def kind(statement):
-    if statement.startswith("SELECT"):
-        return "find"
-    if statement.startswith("UPDATE"):
-        return "consume"
-    if statement.startswith("INSERT"):
-        return "insert"
-    raise ValueError(statement)
+def params(name, rows):
+    grant_id = f"'{rows}' || :i"
+    token_hash = f"sha256(('{rows}' || :i)::bytea)"
+    return {
+        "find": {1: token_hash},
+        "find_keyed": {1: token_hash, 2: "'dev'", 3: KEY},
+        "consume": {1: grant_id},
+        "reserve_key": {1: grant_id, 2: "'dev'", 3: KEY},
+        "record_key": {1: grant_id, 2: "'dev'", 3: KEY, 4: "1", 5: "0"},
+        "insert": {
+            1: "'m' || :client_id || '-' || :n",
+            2: "sha256(('m' || :client_id || '-' || :n)::bytea)",
+            3: "'tsr_abcd'",
+            4: "'bench-subject'",
+            5: "'{}'::text[]",
+            6: "'bench-run'",
+            # chr(58) is ':', which pgbench would read as the start of a variable.
+            7: "ARRAY['bench' || chr(58) || '*', 'tool' || chr(58) || 'search']",
+            8: "'{}'::jsonb",
+            9: "'\\x'::bytea",
+            10: "0",
+            11: "'dev'",
+            12: "3600000000",
+            13: "false",
+        },
+    }[name]
 
 
-def pgbench_script(statements, hot):
-    lines = [f"\\set i random(1, {hot})", "\\set n random(1, 1000000000000)"]
-    for statement in statements:
-        params = PARAMS[kind(statement)]
-        # $12 before $1, so that "$1" never eats the start of "$12".
-        for number in sorted(params, reverse=True):
-            statement = statement.replace(f"${number}", params[number])
-        if re.search(r"\$\d", statement):
-            raise ValueError(f"unmapped parameter in {statement}")
+def pgbench_script(statements, rows, count):
+    """A pgbench script running `statements` ([name, sql] pairs) once per
+    transaction on random rows of `rows` ('hot' or 'single', `count` of them).
+    A name ending in '!' opens a transaction that the script's end commits."""
+    lines = [f"\\set i random(1, {count})", "\\set n random(1, 1000000000000)"]
+    in_transaction = False
+    for name, statement in statements:
+        if name.endswith("!"):
+            lines.append("BEGIN;")
+            in_transaction = True
+        values = params(name.rstrip("!"), rows)
+        statement = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement)
         lines.append(statement + ";")
+    if in_transaction:
+        lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
+
+
+# What each op runs: the statements pgbench replays (by Tessera op), the rows
+# they use, and the flags of `tessera bench`.
+OPS = {
+    "validate": ("validate", "hot", ["--op", "validate"]),
+    "validate-bounded": ("validate", "hot", ["--op", "validate", "--consistency", "bounded"]),
+    "validate-fresh": ("validate", "hot", ["--op", "validate"]),
+    "validate-2": ("validate", "hot", ["--op", "validate"]),
+    "claim": ("claim", "hot", ["--op", "claim"]),
+    "claim-single": ("claim", "single", ["--op", "claim", "--max-uses", "1"]),
+    "claim-keyed": ("claim-keyed", "hot", ["--op", "claim", "--claim-key"]),
+    "mint": ("mint", "hot", ["--op", "mint"]),
+}
 
 
 def psql(url, sql):
@@ -140,57 +163,68 @@ def run_pgbench(url, script, clients, duration):
     return tps, latency
 
 
+def fill(url, hot, single, filler):
+    print(f"filling grants: {hot} hot rows and {single} single-use rows for pgbench + {filler} others",
+          file=sys.stderr)
+    columns = """INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, scopes,
+                                     labels, sealed_payload, max_uses, issued_by, issued_at, expires_at)"""
+    for name, count, max_uses in (("hot", hot, 0), ("single", single, 1), ("fill", filler, 0)):
+        psql(url, f"""{columns}
+            SELECT '{name}' || i, sha256(('{name}' || i)::bytea), 'tsr_abcd', 'bench-subject-' || (i % 100),
+                   '{{}}', 'bench-run-' || (i % 1000), '{{bench:*,tool:search}}', '{{}}', '\\x', {max_uses},
+                   'dev', tessera_now_us(), tessera_now_us() + 86400000000
+            FROM generate_series(1, {count}) i""")
+    psql(url, "VACUUM ANALYZE grants")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres"),
                         help="a PostgreSQL where a scratch database may be created")
     parser.add_argument("--rows", type=int, default=1_000_000, help="rows in the grants table")
     parser.add_argument("--hot", type=int, default=10_000, help="rows the load touches (Tessera pre-mints as many)")
+    parser.add_argument("--single", type=int, default=0,
+                        help="single-use rows for claim-single and fresh grants for validate-fresh, on each "
+                             "side (default: enough for 6000 calls a second)")
     parser.add_argument("--clients", type=int, default=64, help="pgbench clients = Tessera calls in flight")
     parser.add_argument("--connections", type=int, default=4, help="Tessera bench HTTP/2 connections")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
-    parser.add_argument("--ops", default="validate,validate-bounded,claim,mint",
-                        help="validate-bounded: BOUNDED Validate, next to pgbench's validate")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds of load before each Tessera measurement")
+    parser.add_argument("--ops", default=",".join(OPS), help=f"any of {', '.join(OPS)} "
+                        "(validate-2: at 2 in flight; -fresh: grants never validated before)")
     parser.add_argument("--server-args", default="", help="extra flags for the Tessera server")
+    parser.add_argument("--tessera", help="the tessera binary (default: build and use target/release/tessera)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
+    ops = args.ops.split(",")
+    unknown = [op for op in ops if op not in OPS]
+    if unknown:
+        parser.error(f"unknown ops {unknown}: choose from {', '.join(OPS)}")
+    single = args.single or 6000 * (args.duration + args.warmup)
 
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    statements = json.loads(subprocess.run([TESSERA, "bench", "--print-sql"], check=True,
+    tessera = args.tessera or TESSERA
+    if not args.tessera:
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    statements = json.loads(subprocess.run([tessera, "bench", "--print-sql"], check=True,
                                            capture_output=True, text=True).stdout)
     scratch = f"tessera_compare_{os.getpid()}"
     url = with_database(args.database_url, scratch)
     psql(args.database_url, f"CREATE DATABASE {scratch}")
     server = None
     try:
-        subprocess.run([TESSERA, "migrate", "--database-url", url], check=True, capture_output=True)
-        filler = max(args.rows - args.hot, 0)
-        print(f"filling grants: {args.hot} hot rows for pgbench + {filler} others", file=sys.stderr)
-        psql(url, f"""
-            INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, scopes,
-                                labels, sealed_payload, max_uses, issued_by, issued_at, expires_at)
-            SELECT 'hot' || i, sha256(('hot' || i)::bytea), 'tsr_abcd', 'bench-subject-' || (i % 100),
-                   '{{}}', 'bench-run-' || (i % 1000), '{{bench:*,tool:search}}', '{{}}', '\\x', 0, 'dev',
-                   tessera_now_us(), tessera_now_us() + 86400000000
-            FROM generate_series(1, {args.hot}) i;
-            INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, scopes,
-                                labels, sealed_payload, max_uses, issued_by, issued_at, expires_at)
-            SELECT 'fill' || i, sha256(('fill' || i)::bytea), 'tsr_abcd', 'bench-subject-' || (i % 100),
-                   '{{}}', 'bench-run-' || (i % 1000), '{{bench:*,tool:search}}', '{{}}', '\\x', 0, 'dev',
-                   tessera_now_us(), tessera_now_us() + 86400000000
-            FROM generate_series(1, {filler}) i;""")
-        psql(url, "VACUUM ANALYZE grants")
+        subprocess.run([tessera, "migrate", "--database-url", url], check=True, capture_output=True)
+        fill(url, args.hot, single, max(args.rows - args.hot - single, 0))
         table_bytes = int(psql_value(url, "SELECT pg_total_relation_size('grants')"))
         rows = int(psql_value(url, "SELECT count(*) FROM grants"))
 
         port = free_port()
         server = subprocess.Popen(
-            [TESSERA, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", url, "--no-migrate",
+            [tessera, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", url, "--no-migrate",
              *args.server_args.split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         for _ in range(100):
-            if subprocess.run([TESSERA, "health", "--addr", f"127.0.0.1:{port}"],
+            if subprocess.run([tessera, "health", "--addr", f"127.0.0.1:{port}"],
                               capture_output=True).returncode == 0:
                 break
             time.sleep(0.1)
@@ -198,16 +232,18 @@ def main():
             raise RuntimeError("the Tessera server did not become SERVING")
 
         results = []
-        for op in args.ops.split(","):
-            bounded = op == "validate-bounded"
-            script = pgbench_script(statements["validate" if bounded else op], args.hot)
-            tps, pg_latency = run_pgbench(url, script, args.clients, args.duration)
+        for op in ops:
+            tessera_op, kind, flags = OPS[op]
+            clients = 2 if op == "validate-2" else args.clients
+            count = single if kind == "single" else args.hot
+            script = pgbench_script(statements[tessera_op], kind, count)
+            tps, pg_latency = run_pgbench(url, script, clients, args.duration)
+            grants = single if op in ("claim-single", "validate-fresh") else args.hot
 
             bench = subprocess.Popen(
-                [TESSERA, "bench", "--target", f"127.0.0.1:{port}", "--op", "validate" if bounded else op,
-                 "--consistency", "bounded" if bounded else "full",
-                 "--concurrency", str(args.clients), "--connections", str(args.connections),
-                 "--duration", f"{args.duration}s", "--grants", str(args.hot),
+                [tessera, "bench", "--target", f"127.0.0.1:{port}", *flags,
+                 "--concurrency", str(clients), "--connections", str(min(args.connections, clients)),
+                 "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", "--grants", str(grants),
                  "--server-pid", str(server.pid), "--json"],
                 stdout=subprocess.PIPE, text=True,
             )
@@ -218,29 +254,42 @@ def main():
                 samples.append((time.time(), cpu_seconds([server.pid]), cpu_seconds([bench.pid]),
                                 cpu_seconds(postgres_pids())))
                 time.sleep(0.25)
-            report = json.loads(bench.communicate()[0])
+            out = bench.communicate()[0]
+            if bench.returncode != 0:
+                raise RuntimeError(f"tessera bench failed for {op}")
+            report = json.loads(out)
+            if report["calls"] == 0 or report["errors"]:
+                raise RuntimeError(f"{op}: {report['calls']} calls answered, {report['errors']} errors: "
+                                   f"{report['outcomes']}")
             start, end = report["window_unix_ms"][0] / 1000, report["window_unix_ms"][1] / 1000
-            inside = [s for s in samples if start <= s[0] <= end]
+            inside = [s for s in samples if start <= s[0] <= end] or samples[-2:]
             first, last = inside[0], inside[-1]
-            share = [round((last[k] - first[k]) / (last[0] - first[0]), 2) for k in (1, 2, 3)]
+            span = max(last[0] - first[0], 1e-9)
+            share = [round((last[k] - first[k]) / span, 2) for k in (1, 2, 3)]
+            rps = report["rps"]
             results.append({
-                "op": op, "pgbench_tps": round(tps), "pgbench_latency_ms": pg_latency,
-                "tessera_rps": round(report["rps"]), "ratio": round(report["rps"] / tps, 2),
+                "op": op, "clients": clients, "pgbench_tps": round(tps), "pgbench_latency_ms": pg_latency,
+                "tessera_rps": round(rps), "ratio": round(rps / tps, 2) if tps else None,
                 "tessera_p50_us": report["latency_us"]["p50"], "tessera_p99_us": report["latency_us"]["p99"],
                 "errors": report["errors"], "outcomes": report["outcomes"],
                 "cpu_cores_server_bench_postgres": share,
+                # CPU per answered call, the figure that carries between machines.
+                "cpu_us_per_call_server_postgres": [round(share[0] * 1e6 / rps) if rps else None,
+                                                    round(share[2] * 1e6 / rps) if rps else None],
                 "server_peak_rss_mib": round((report["server_peak_rss_kib"] or 0) / 1024, 1),
             })
 
         print(f"\ngrants table: {rows} rows, {table_bytes / 2**20:.0f} MiB with indexes, "
               f"{table_bytes / rows:.0f} bytes per grant; {args.clients} clients, {args.duration} s each\n")
-        print(f"{'op':<16} {'pgbench tps':>11} {'tessera rps':>11} {'ratio':>6} {'p50 us':>7} {'p99 us':>7}  "
-              f"CPU cores used: server/bench/postgres")
+        print(f"{'op':<17} {'in flight':>9} {'pgbench tps':>11} {'tessera rps':>11} {'ratio':>6} {'p50 us':>7} "
+              f"{'p99 us':>7}  cores server/bench/pg  CPU us/call server/pg")
         for r in results:
             s, b, p = r["cpu_cores_server_bench_postgres"]
-            print(f"{r['op']:<16} {r['pgbench_tps']:>11} {r['tessera_rps']:>11} {r['ratio']:>6} "
-                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p}"
+            cs, cp = r["cpu_us_per_call_server_postgres"]
+            print(f"{r['op']:<17} {r['clients']:>9} {r['pgbench_tps']:>11} {r['tessera_rps']:>11} {r['ratio']:>6} "
+                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p:<14} {cs}/{cp}"
                   + (f"  errors {r['errors']}" if r["errors"] else ""))
+            print(f"{'':<17} outcomes: {r['outcomes']}")
         print(f"server peak RSS {max(r['server_peak_rss_mib'] for r in results)} MiB")
         if args.json:
             print(json.dumps({"rows": rows, "table_bytes": table_bytes, "results": results}))

@@ -24,12 +24,22 @@ macro_rules! pg {
     };
 }
 
-/// The statements each hot RPC runs, in order, for `tessera bench
-/// --print-sql` (bench/compare.py replays them with pgbench).
-pub const HOT_PATH: [(&str, &[&str]); 3] = [
-    ("validate", &[pg!(find)]),
-    ("claim", &[pg!(find), pg!(consume)]),
-    ("mint", &[pg!(insert)]),
+/// The statements each hot RPC runs on success, in order and by name, for
+/// `tessera bench --print-sql`: bench/compare.py hands them to pgbench. A
+/// name ending in `!` runs inside one transaction with the ones after it.
+pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
+    ("validate", &[("find", pg!(find))]),
+    ("claim", &[("find", pg!(find)), ("consume", pg!(consume))]),
+    (
+        "claim-keyed",
+        &[
+            ("find_keyed", pg!(find_keyed)),
+            ("reserve_key!", sql::reserve_key!()),
+            ("consume", pg!(consume)),
+            ("record_key", sql::record_key!()),
+        ],
+    ),
+    ("mint", &[("insert", pg!(insert))]),
 ];
 
 /// Idle time after which a pooled connection is pinged before use.
