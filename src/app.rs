@@ -26,6 +26,8 @@ pub const LIVENESS: &str = "liveness";
 /// How often readiness asks the database, and how long it waits for the
 /// answer: a dead database shows as NOT_SERVING within two intervals.
 const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// How often Validate's uses are written: `last_used_at` lags by at most this.
+const USAGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Rows the sweeper deletes per statement, so no delete holds locks for long.
 const SWEEP_BATCH: u32 = 1000;
 
@@ -147,6 +149,10 @@ async fn serve<S: Store + Clone>(
             stopped.clone(),
         )),
     ];
+    background.push(tokio::spawn(record_usage(
+        authority.clone(),
+        stopped.clone(),
+    )));
     if let Some(cache) = cache {
         background.push(tokio::spawn(invalidate(store.clone(), cache, stopped)));
     }
@@ -163,7 +169,7 @@ async fn serve<S: Store + Clone>(
             )
     };
     let limits = &config.limits;
-    let service = grpc::server(authority, app.clients.clone(), limits.admission());
+    let service = grpc::server(authority.clone(), app.clients.clone(), limits.admission());
     let addr = app.local_addr();
     let incoming = TcpIncoming::from(app.listener).with_nodelay(Some(true));
     info!(%addr, database = %crate::config::redact_url(&config.database.url), "serving");
@@ -202,6 +208,10 @@ async fn serve<S: Store + Clone>(
     };
     for task in background {
         stop_task(task).await;
+    }
+    // The uses of the last second, then the pool.
+    if let Err(err) = authority.record_usage().await {
+        warn!(error = %err, "last_used_at of the last second not recorded");
     }
     // Connections a call still holds are not waited for past the grace period.
     let _ = tokio::time::timeout(grace_period, store.close()).await;
@@ -255,6 +265,19 @@ async fn watch_readiness<S: Store>(
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
             _ = stopped.changed() => return,
+        }
+    }
+}
+
+/// Writes Validate's uses every [`USAGE_INTERVAL`] until shutdown.
+async fn record_usage<S: Store>(authority: Arc<Authority<S>>, mut stopped: watch::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(USAGE_INTERVAL) => {}
+            _ = stopped.changed() => return,
+        }
+        if let Err(err) = authority.record_usage().await {
+            warn!(error = %err, "last_used_at not recorded; retrying with the next batch");
         }
     }
 }

@@ -30,6 +30,7 @@ use crate::{
     seal::{self, Unsealable},
     store::{Grant, Keyed, ListQuery, Lookup, NewGrant, Prior, RevokeTarget, Store, StoreError},
     token::{GrantId, Token, TokenHash},
+    usage::Usage,
 };
 
 /// TTL policy, from the configuration.
@@ -144,6 +145,8 @@ pub struct Authority<S> {
     audit: Audit,
     /// For BOUNDED Validate; `None` when disabled.
     cache: Option<Arc<GrantCache>>,
+    /// Validate's uses, until [`Self::record_usage`] writes them.
+    usage: Usage,
 }
 
 impl<S: Store> Authority<S> {
@@ -153,6 +156,24 @@ impl<S: Store> Authority<S> {
             policy,
             audit,
             cache,
+            usage: Usage::default(),
+        }
+    }
+
+    /// Writes the uses Validate noted since the last call, in one
+    /// statement; a batch that fails is kept for the next call. Returns
+    /// how many grants the batch held.
+    pub async fn record_usage(&self) -> Result<usize> {
+        let batch = self.usage.take();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.store.touch(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(err) => {
+                self.usage.restore(batch);
+                Err(err.into())
+            }
         }
     }
 
@@ -287,17 +308,11 @@ impl<S: Store> Authority<S> {
             .last_used_at
             .is_none_or(|at| lookup.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
         if stale {
-            // Bookkeeping, not a rule: a failed write must not fail a valid check.
-            match self.store.touch(&grant.grant_id, lookup.now).await {
-                Ok(()) => {
-                    grant.last_used_at = Some(lookup.now);
-                    if let Some(cache) = &self.cache {
-                        cache.touched(&hash, lookup.now);
-                    }
-                }
-                Err(err) => {
-                    warn!(grant_id = %grant.grant_id, error = %err, "last_used_at not recorded")
-                }
+            // Bookkeeping, not a rule: written within a second, off the reply.
+            self.usage.note(&grant.grant_id, lookup.now);
+            grant.last_used_at = Some(lookup.now);
+            if let Some(cache) = &self.cache {
+                cache.touched(&hash, lookup.now);
             }
         }
         debug!(client = %caller.id, grant_id = %grant.grant_id, "validated");

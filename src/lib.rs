@@ -16,6 +16,7 @@
 //! - [`rules`]: who may use a grant — one pure function, denials and their precedence.
 //! - [`authority`]: the domain operations — mint, validate, claim, revoke — over the rules, store, cache and audit trail.
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
+//! - [`usage`]: Validate's `last_used_at`, noted per call and written in bulk.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
@@ -38,6 +39,7 @@ pub mod seal;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod usage;
 
 /// Generated protobuf and gRPC code for `tessera.v1`.
 pub mod pb {

@@ -201,9 +201,9 @@ pub trait Store: Clone + Send + Sync + 'static {
         key_hash: &[u8; 32],
     ) -> impl Future<Output = Result<Option<(Lookup, Option<Prior>)>>> + Send;
 
-    /// Sets `last_used_at` to `at` unless it is already within
-    /// [`TOUCH_INTERVAL`] of it.
-    fn touch(&self, grant_id: &str, at: Micros) -> impl Future<Output = Result<()>> + Send;
+    /// Sets each grant's `last_used_at` to its time, unless it is already
+    /// within [`TOUCH_INTERVAL`] of it: one statement for the whole batch.
+    fn touch(&self, touches: &[(String, Micros)]) -> impl Future<Output = Result<()>> + Send;
 
     /// Consumes one use if, at this instant, the grant is not revoked, not
     /// expired and has uses left: one atomic compare-and-set. Returns the grant

@@ -264,10 +264,12 @@ impl Store for PgStore {
         Ok(Some((lookup_from_row(&row)?, prior_from_row(&row)?)))
     }
 
-    async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
-        sqlx::query(sql::touch!())
-            .bind(grant_id)
-            .bind(at)
+    async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
+        let (ids, ats): (Vec<&str>, Vec<Micros>) =
+            touches.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
+        sqlx::query(sql::touch!("unnest($1::text[], $2::bigint[]) AS t(id, at)"))
+            .bind(ids)
+            .bind(ats)
             .bind(micros(TOUCH_INTERVAL))
             .execute(&self.pool)
             .await?;

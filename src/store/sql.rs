@@ -103,12 +103,17 @@ macro_rules! row_readers {
     };
 }
 
-/// `$2` is the time of use (the database's, from `find`), `$3` the
-/// coalescing interval: racing replicas write at most once per interval.
+/// Records Validate's uses in bulk: `$touched` yields rows `(id, at)` of
+/// grant ids and times of use, `$3` is the coalescing interval, so racing
+/// replicas write a grant at most once per interval.
 macro_rules! touch {
-    () => {
-        "UPDATE grants SET last_used_at = $2 \
-         WHERE grant_id = $1 AND (last_used_at IS NULL OR last_used_at < $2 - $3)"
+    ($touched:literal) => {
+        concat!(
+            "UPDATE grants SET last_used_at = t.at FROM ",
+            $touched,
+            " WHERE grants.grant_id = t.id \
+             AND (grants.last_used_at IS NULL OR grants.last_used_at < t.at - $3)"
+        )
     };
 }
 

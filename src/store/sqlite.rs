@@ -192,13 +192,19 @@ impl Store for SqliteStore {
         Ok(Some((lookup_from_row(&row)?, prior_from_row(&row)?)))
     }
 
-    async fn touch(&self, grant_id: &str, at: Micros) -> Result<()> {
-        sqlx::query(sql::touch!())
-            .bind(grant_id)
-            .bind(at)
-            .bind(micros(TOUCH_INTERVAL))
-            .execute(&self.pool)
-            .await?;
+    async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
+        // `$1` and `$2` are JSON arrays of ids and times, read in step.
+        let (ids, ats): (Vec<&str>, Vec<Micros>) =
+            touches.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
+        sqlx::query(sql::touch!(
+            "(SELECT i.value AS id, a.value AS at FROM json_each($1) i \
+              JOIN json_each($2) a ON a.key = i.key) AS t"
+        ))
+        .bind(Json(ids))
+        .bind(Json(ats))
+        .bind(micros(TOUCH_INTERVAL))
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -105,8 +105,8 @@ impl Store for AnyStore {
     {
         dispatch!(self, s => s.find_keyed(h, client, key).await)
     }
-    async fn touch(&self, id: &str, at: i64) -> tessera::store::Result<()> {
-        dispatch!(self, s => s.touch(id, at).await)
+    async fn touch(&self, touches: &[(String, i64)]) -> tessera::store::Result<()> {
+        dispatch!(self, s => s.touch(touches).await)
     }
     async fn consume(&self, id: &str) -> tessera::store::Result<Option<(Grant, Vec<u8>)>> {
         dispatch!(self, s => s.consume(id).await)
@@ -365,23 +365,33 @@ async fn sweep_deletes_only_past_retention(store: AnyStore) {
 
 async fn touch_writes_at_most_once_per_interval(store: AnyStore) {
     let (token, g) = new_grant("m", "r", 0, HOUR);
+    let (_, other) = new_grant("m", "r", 0, HOUR);
     store.insert(&g).await.unwrap();
+    store.insert(&other).await.unwrap();
     let minute = 60_000_000;
     let t0 = store.find(&token.hash()).await.unwrap().unwrap().now;
-    store.touch(&g.grant_id, t0).await.unwrap();
-    let last_used = || async {
-        store
-            .get(&g.grant_id, None)
-            .await
-            .unwrap()
-            .unwrap()
-            .last_used_at
+    let touch = |batch: &[(&String, i64)]| {
+        let batch: Vec<(String, i64)> = batch.iter().map(|(id, at)| ((*id).clone(), *at)).collect();
+        let store = store.clone();
+        async move { store.touch(&batch).await.unwrap() }
     };
-    assert_eq!(last_used().await, Some(t0));
-    store.touch(&g.grant_id, t0 + minute - 1).await.unwrap();
-    assert_eq!(last_used().await, Some(t0), "within the interval: no write");
-    store.touch(&g.grant_id, t0 + minute + 1).await.unwrap();
-    assert_eq!(last_used().await, Some(t0 + minute + 1));
+    let last_used = |id: &String| {
+        let (store, id) = (store.clone(), id.clone());
+        async move { store.get(&id, None).await.unwrap().unwrap().last_used_at }
+    };
+    // One statement for a batch of grants.
+    touch(&[(&g.grant_id, t0), (&other.grant_id, t0 + 5)]).await;
+    assert_eq!(last_used(&g.grant_id).await, Some(t0));
+    assert_eq!(last_used(&other.grant_id).await, Some(t0 + 5));
+    touch(&[(&g.grant_id, t0 + minute - 1)]).await;
+    assert_eq!(
+        last_used(&g.grant_id).await,
+        Some(t0),
+        "within the interval: no write"
+    );
+    touch(&[(&g.grant_id, t0 + minute + 1)]).await;
+    assert_eq!(last_used(&g.grant_id).await, Some(t0 + minute + 1));
+    touch(&[]).await;
 }
 
 async fn listen_announces_grants_ended_early(store: AnyStore) {

@@ -61,9 +61,9 @@ impl<S: Store + Clone> Store for Recording<S> {
         self.note("find_keyed");
         self.inner.find_keyed(h, client, key).await
     }
-    async fn touch(&self, id: &str, at: i64) -> Result<()> {
+    async fn touch(&self, touches: &[(String, i64)]) -> Result<()> {
         self.note("touch");
-        self.inner.touch(id, at).await
+        self.inner.touch(touches).await
     }
     async fn consume(&self, id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
         self.note("consume");
@@ -216,10 +216,18 @@ async fn run<S: Store + Clone>(store: S) {
     assert_eq!(store.take(), ["insert"], "mint");
     let valid = authority.validate(&proxy, check(&token, None)).await;
     assert!(matches!(valid.unwrap(), Validated::Valid(_)));
-    assert_eq!(store.take(), ["find", "touch"], "first validate");
+    assert_eq!(store.take(), ["find"], "first validate: reads only");
     let valid = authority.validate(&proxy, check(&token, None)).await;
     assert!(matches!(valid.unwrap(), Validated::Valid(_)));
     assert_eq!(store.take(), ["find"], "validate within a minute");
+    assert_eq!(authority.record_usage().await.unwrap(), 1);
+    assert_eq!(
+        store.take(),
+        ["touch"],
+        "uses are written in bulk, off the reply"
+    );
+    assert_eq!(authority.record_usage().await.unwrap(), 0);
+    assert!(store.take().is_empty(), "nothing new, nothing written");
     let claimed = authority.claim(&proxy, check(&token, None)).await.unwrap();
     assert!(matches!(claimed, Claimed::Claimed { .. }));
     assert_eq!(store.take(), ["find", "consume"], "claim");
