@@ -11,6 +11,7 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use crate::{cache::Invalidation, token::TokenHash};
 
+mod batch;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -67,7 +68,7 @@ pub struct NewGrant {
 }
 
 /// A grant found by its token hash, judged against the database's clock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Lookup {
     pub grant: Grant,
     pub expired: bool,

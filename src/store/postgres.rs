@@ -1,6 +1,10 @@
 //! PostgreSQL: the production store that many replicas share.
 
-use std::{future::Future, time::Duration};
+use std::{
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
 
 use sqlx::{
     PgPool, Row,
@@ -11,7 +15,9 @@ use sqlx::{
 
 use super::{
     Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
-    Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
+    Store, StoreError, TOUCH_INTERVAL,
+    batch::{Answer, Lookups},
+    micros, sql, to_u32,
 };
 use tracing::warn;
 
@@ -45,12 +51,20 @@ pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
 /// Idle time after which a pooled connection is pinged before use.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
+/// Validate's lookups running at once, each a batch (see [`super::batch`]):
+/// enough to keep both PostgreSQL and this server busy, few enough to leave
+/// the pool to claims and mints.
+const LOOKUP_SLOTS: u32 = 4;
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
     /// One connection of its own for readiness checks, so a pool busy with
     /// calls does not read as a database that is down.
     health: PgPool,
+    /// Started on first use, on the runtime that serves.
+    lookups: Arc<OnceLock<Lookups>>,
+    lookup_slots: usize,
 }
 
 impl PgStore {
@@ -89,7 +103,12 @@ impl PgStore {
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, health })
+        Ok(Self {
+            pool,
+            health,
+            lookups: Arc::default(),
+            lookup_slots: LOOKUP_SLOTS.min(db.max_connections).max(1) as usize,
+        })
     }
 }
 
@@ -235,6 +254,15 @@ impl Store for PgStore {
     }
 
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
+        let lookups = self
+            .lookups
+            .get_or_init(|| Lookups::start(self.pool.clone(), self.lookup_slots));
+        match lookups.find(*hash).await {
+            Answer::Found(found) => return Ok(found),
+            Answer::Unavailable(err) => return Err(err.into()),
+            Answer::Alone => {}
+        }
+        // The batch failed: alone, with the retry and the error of its own.
         let row = self
             .read(|| {
                 sqlx::query(pg!(find))

@@ -53,6 +53,20 @@ macro_rules! find {
     };
 }
 
+/// [`find!`] for many token hashes at once (`$1` an array), each row naming
+/// its hash.
+macro_rules! find_many {
+    ($now:literal) => {
+        concat!(
+            "SELECT ",
+            $crate::store::sql::grant_columns!(),
+            ", token_hash, ",
+            $now,
+            " AS now FROM grants WHERE token_hash = ANY($1)"
+        )
+    };
+}
+
 /// [`find!`], plus the claim client `$2` made on the grant with the key
 /// whose hash is `$3`, if any (`prior_use`, `prior_at`), and the sealed
 /// payload: a keyed claim learns whether it is a retry in the same single
@@ -79,7 +93,7 @@ macro_rules! find_keyed {
 macro_rules! row_readers {
     ($row:ty) => {
         /// A row of [`sql::find!`] or [`sql::find_keyed!`].
-        fn lookup_from_row(row: &$row) -> std::result::Result<Lookup, sqlx::Error> {
+        pub(super) fn lookup_from_row(row: &$row) -> std::result::Result<Lookup, sqlx::Error> {
             let grant = grant_from_row(row)?;
             let now: i64 = row.try_get("now")?;
             Ok(Lookup {
@@ -268,8 +282,8 @@ macro_rules! keyed_claim {
 }
 
 pub(crate) use {
-    consume, find, find_keyed, get, grant_columns, insert, keyed_claim, live, prior_claim,
-    record_key, reserve_key, revoke, row_readers, sweep, touch,
+    consume, find, find_keyed, find_many, get, grant_columns, insert, keyed_claim, live,
+    prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
