@@ -78,10 +78,18 @@ impl PgStore {
             Some(_) => options,
             None => options.application_name("tessera"),
         };
-        let options = options.options([(
-            "statement_timeout",
-            format!("{}ms", db.statement_timeout.as_millis()),
-        )]);
+        let options = options.options([
+            (
+                "statement_timeout",
+                format!("{}ms", db.statement_timeout.as_millis()),
+            ),
+            // Every statement is prepared once per connection and looks rows
+            // up by a unique key or an index: the generic plan is the right
+            // one, and replanning each execution (which PostgreSQL does
+            // while a custom plan looks cheaper, as for array parameters)
+            // would cost more than running it.
+            ("plan_cache_mode", "force_generic_plan".to_owned()),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(db.max_connections)
             .acquire_timeout(db.acquire_timeout)
