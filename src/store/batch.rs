@@ -1,116 +1,209 @@
-//! Validate's lookups on PostgreSQL, batched.
+//! Calls to PostgreSQL, batched: Validate's lookups and Mint's inserts.
 //!
-//! Every statement costs PostgreSQL a parse-free but still whole round of
-//! bind, execute and reply, and costs this server a pooled connection and a
-//! round trip. Under load many Validates wait at once, so they are looked
-//! up together: one `WHERE token_hash = ANY($1)` for all of them. A batch
-//! is whatever arrived while the previous ones were in flight: a lone call
-//! finds a free slot and goes at once, alone, waiting for nothing.
+//! Every statement costs PostgreSQL a whole round of bind, execute and
+//! reply, every write a commit and its fsync, and this server a pooled
+//! connection and a round trip. Under load many calls wait at once, so they
+//! share one statement: one lookup for many token hashes, one insert (one
+//! commit) for many grants. A batch is whatever arrived while the previous
+//! ones were in flight: a lone call finds a free slot and goes at once,
+//! alone, waiting for nothing.
 //!
 //! A batch that fails is not retried as a batch. When no connection could
 //! be had in time, every call in it gets that answer (UNAVAILABLE, after one
-//! acquire timeout, as alone). Otherwise each call is told so and runs its
-//! own lookup, with its own error handling and retries.
+//! acquire timeout, as alone). Otherwise a lookup runs alone, with its own
+//! error handling and retries; an insert is never run again (its batch may
+//! have committed before the connection broke): its Mint is UNAVAILABLE,
+//! as a lone insert's would be.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, future::Future, sync::Arc};
 
-use sqlx::{PgPool, Row};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use sqlx::{PgPool, Row, postgres::PgRow, types::Json};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::warn;
 
-use super::{Lookup, sql};
+use super::{Grant, Lookup, NewGrant, micros, sql};
 use crate::token::TokenHash;
 
-/// Most lookups in one statement.
+/// Most calls in one statement.
 const MAX_BATCH: usize = 256;
 
 /// What a batch tells each of its calls.
-pub(super) enum Answer {
-    Found(Option<Lookup>),
+pub(super) enum Answer<R> {
+    Done(R),
     /// No connection in time, or the pool is closed: the call's answer too.
     Unavailable(sqlx::Error),
-    /// Anything else went wrong: look it up alone.
+    /// Anything else went wrong: run alone.
     Alone,
 }
 
-type Reply = oneshot::Sender<Answer>;
+type Queue<T, R> = mpsc::UnboundedSender<(T, oneshot::Sender<Answer<R>>)>;
 
-/// Hands lookups to the dispatcher; clones share it.
-#[derive(Clone)]
-pub(super) struct Lookups {
-    queue: mpsc::UnboundedSender<(TokenHash, Reply)>,
+/// Hands calls to a dispatcher; clones share it.
+pub(super) struct Batcher<T, R> {
+    queue: Queue<T, R>,
 }
 
-impl Lookups {
-    /// Starts the dispatcher, which runs up to `slots` batches at once
-    /// (as many pooled connections) and stops when the last clone drops.
-    pub(super) fn start(pool: PgPool, slots: usize) -> Self {
-        let (queue, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(dispatch(pool, waiting, Arc::new(Semaphore::new(slots))));
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// Starts the dispatcher, which runs up to `slots` batches at once (as
+    /// many pooled connections) and stops when the batcher is dropped.
+    /// `run` answers a batch, one answer per call, in order.
+    pub(super) fn start<F, Fut>(slots: usize, run: F) -> Self
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Answer<R>>> + Send + 'static,
+    {
+        let (queue, mut waiting) = mpsc::unbounded_channel::<(T, oneshot::Sender<Answer<R>>)>();
+        let slots = Arc::new(Semaphore::new(slots));
+        let run = Arc::new(run);
+        tokio::spawn(async move {
+            while let Some(first) = waiting.recv().await {
+                // While every slot is busy, more calls queue up behind this one.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match waiting.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                let run = run.clone();
+                tokio::spawn(async move {
+                    let (items, replies): (Vec<T>, Vec<_>) = batch.into_iter().unzip();
+                    let answers = run(items).await;
+                    for (reply, answer) in replies.into_iter().zip(answers) {
+                        // A caller that went away does not need its answer.
+                        let _ = reply.send(answer);
+                    }
+                    drop(slot);
+                });
+            }
+        });
         Self { queue }
     }
 
-    /// The grant behind `hash`, looked up with whatever else is waiting.
-    pub(super) async fn find(&self, hash: TokenHash) -> Answer {
+    /// Runs `item` with whatever else is waiting.
+    pub(super) async fn submit(&self, item: T) -> Answer<R> {
         let (reply, answer) = oneshot::channel();
-        if self.queue.send((hash, reply)).is_err() {
+        if self.queue.send((item, reply)).is_err() {
             return Answer::Alone;
         }
         answer.await.unwrap_or(Answer::Alone)
     }
 }
 
-async fn dispatch(
-    pool: PgPool,
-    mut waiting: mpsc::UnboundedReceiver<(TokenHash, Reply)>,
-    slots: Arc<Semaphore>,
-) {
-    while let Some(first) = waiting.recv().await {
-        // While every slot is busy, more calls queue up behind this one.
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
-            }
-        }
-        tokio::spawn(run(pool.clone(), batch, slot));
-    }
+/// The same answer for every call of a failed batch.
+fn failed<R>(err: &sqlx::Error, n: usize) -> Vec<Answer<R>> {
+    (0..n)
+        .map(|_| match err {
+            sqlx::Error::PoolTimedOut => Answer::Unavailable(sqlx::Error::PoolTimedOut),
+            sqlx::Error::PoolClosed => Answer::Unavailable(sqlx::Error::PoolClosed),
+            _ => Answer::Alone,
+        })
+        .collect()
 }
 
-async fn run(pool: PgPool, batch: Vec<(TokenHash, Reply)>, _slot: OwnedSemaphorePermit) {
-    let hashes: Vec<&[u8]> = batch.iter().map(|(hash, _)| &hash.0[..]).collect();
-    // A lone call runs the plain lookup: the cheapest plan there is.
-    let statement = match hashes.len() {
-        1 => sqlx::query(sql::find!("tessera_now_us()")).bind(hashes[0]),
-        _ => sqlx::query(sql::find_many!("tessera_now_us()")).bind(hashes.clone()),
+/// Looks up many token hashes in one statement. A lone call runs the plain
+/// lookup: the cheapest plan there is.
+pub(super) async fn find(pool: PgPool, hashes: Vec<TokenHash>) -> Vec<Answer<Option<Lookup>>> {
+    let keys: Vec<&[u8]> = hashes.iter().map(|hash| &hash.0[..]).collect();
+    let statement = match keys.len() {
+        1 => sqlx::query(sql::find!("tessera_now_us()")).bind(keys[0]),
+        _ => sqlx::query(sql::find_many!("tessera_now_us()")).bind(keys.clone()),
     };
-    let rows = statement.fetch_all(&pool).await;
-    let found = rows.map(|rows| {
-        rows.iter()
-            .map(|row| {
-                let hash = match hashes.len() {
-                    1 => hashes[0].to_vec(),
-                    _ => row.try_get("token_hash").ok()?,
-                };
-                Some((hash, lookup(row)?))
-            })
-            .collect::<Option<HashMap<Vec<u8>, Lookup>>>()
-    });
-    for (hash, reply) in batch {
-        let answer = match &found {
-            Ok(Some(found)) => Answer::Found(found.get(&hash.0[..]).cloned()),
-            Err(sqlx::Error::PoolTimedOut) => Answer::Unavailable(sqlx::Error::PoolTimedOut),
-            Err(sqlx::Error::PoolClosed) => Answer::Unavailable(sqlx::Error::PoolClosed),
-            Ok(None) | Err(_) => Answer::Alone,
-        };
-        // A caller that went away does not need its answer.
-        let _ = reply.send(answer);
-    }
+    let rows = match statement.fetch_all(&pool).await {
+        Ok(rows) => rows,
+        Err(err) => return failed(&err, hashes.len()),
+    };
+    let found = rows
+        .iter()
+        .map(|row| {
+            let hash = match keys.len() {
+                1 => keys[0].to_vec(),
+                _ => row.try_get("token_hash").ok()?,
+            };
+            Some((hash, super::postgres::lookup_from_row(row).ok()?))
+        })
+        .collect::<Option<HashMap<Vec<u8>, Lookup>>>();
+    let Some(found) = found else {
+        return failed(&sqlx::Error::RowNotFound, hashes.len());
+    };
+    keys.iter()
+        .map(|key| Answer::Done(found.get(*key).cloned()))
+        .collect()
 }
 
-fn lookup(row: &sqlx::postgres::PgRow) -> Option<Lookup> {
-    super::postgres::lookup_from_row(row).ok()
+/// One grant of a batch insert, as `jsonb_to_recordset` reads it.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    grant_id: &'a str,
+    token_hash: String,
+    token_hint: &'a str,
+    subject: &'a str,
+    audience: &'a [String],
+    run_id: &'a str,
+    scopes: &'a [String],
+    labels: &'a std::collections::BTreeMap<String, String>,
+    sealed_payload: String,
+    max_uses: i64,
+    issued_by: &'a str,
+    revoke_run_on_replay: bool,
+    ttl: i64,
+}
+
+/// Inserts many grants in one statement, one commit. A lone call is sent
+/// back to run the plain insert itself.
+pub(super) async fn insert(pool: PgPool, grants: Vec<NewGrant>) -> Vec<Answer<Grant>> {
+    if grants.len() == 1 {
+        return vec![Answer::Alone];
+    }
+    let rows: Vec<Record<'_>> = grants
+        .iter()
+        .map(|g| Record {
+            grant_id: &g.grant_id,
+            token_hash: hex::encode(g.token_hash.0),
+            token_hint: &g.token_hint,
+            subject: &g.subject,
+            audience: &g.audience,
+            run_id: &g.run_id,
+            scopes: &g.scopes,
+            labels: &g.labels,
+            sealed_payload: hex::encode(&g.sealed_payload),
+            max_uses: i64::from(g.max_uses),
+            issued_by: &g.issued_by,
+            revoke_run_on_replay: g.revoke_run_on_replay,
+            ttl: micros(g.ttl),
+        })
+        .collect();
+    let inserted = sqlx::query(sql::insert_many!("tessera_now_us()"))
+        .bind(Json(&rows))
+        .fetch_all(&pool)
+        .await;
+    let inserted: Vec<PgRow> = match inserted {
+        Ok(rows) => rows,
+        Err(err) => {
+            warn!(error = %err, mints = grants.len(), "a batch of mints failed");
+            return (0..grants.len()).map(|_| unwritten()).collect();
+        }
+    };
+    let mut by_id: HashMap<String, Grant> = inserted
+        .iter()
+        .filter_map(|row| super::postgres::grant_from_row(row).ok())
+        .map(|grant| (grant.grant_id.clone(), grant))
+        .collect();
+    grants
+        .iter()
+        .map(|g| match by_id.remove(&g.grant_id) {
+            Some(grant) => Answer::Done(grant),
+            None => unwritten(),
+        })
+        .collect()
+}
+
+/// A mint whose batch failed, or whose row did not come back.
+fn unwritten() -> Answer<Grant> {
+    Answer::Unavailable(sqlx::Error::Io(std::io::Error::other(
+        "a batch of mints failed",
+    )))
 }

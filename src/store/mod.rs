@@ -49,7 +49,7 @@ pub struct Grant {
 }
 
 /// What Mint writes. `issued_at` and `expires_at` come from the database's clock.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct NewGrant {
     pub grant_id: String,
     pub token_hash: TokenHash,

@@ -16,7 +16,7 @@ use sqlx::{
 use super::{
     Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
     Store, StoreError, TOUCH_INTERVAL,
-    batch::{Answer, Lookups},
+    batch::{self, Answer, Batcher},
     micros, sql, to_u32,
 };
 use tracing::warn;
@@ -51,10 +51,10 @@ pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
 /// Idle time after which a pooled connection is pinged before use.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
-/// Validate's lookups running at once, each a batch (see [`super::batch`]):
-/// enough to keep both PostgreSQL and this server busy, few enough to leave
-/// the pool to claims and mints.
-const LOOKUP_SLOTS: u32 = 4;
+/// Batches of each kind running at once (see [`super::batch`]): enough to
+/// keep both PostgreSQL and this server busy, few enough to leave the pool
+/// to everything else.
+const BATCH_SLOTS: u32 = 4;
 
 #[derive(Clone)]
 pub struct PgStore {
@@ -62,9 +62,15 @@ pub struct PgStore {
     /// One connection of its own for readiness checks, so a pool busy with
     /// calls does not read as a database that is down.
     health: PgPool,
-    /// Started on first use, on the runtime that serves.
-    lookups: Arc<OnceLock<Lookups>>,
-    lookup_slots: usize,
+    /// Validate's lookups and Mint's inserts, batched (see
+    /// [`super::batch`]); started on first use, on the runtime that serves.
+    batches: Arc<OnceLock<Batches>>,
+    batch_slots: usize,
+}
+
+struct Batches {
+    lookups: Batcher<TokenHash, Option<Lookup>>,
+    inserts: Batcher<NewGrant, Grant>,
 }
 
 impl PgStore {
@@ -114,10 +120,49 @@ impl PgStore {
         Ok(Self {
             pool,
             health,
-            lookups: Arc::default(),
-            lookup_slots: LOOKUP_SLOTS.min(db.max_connections).max(1) as usize,
+            batches: Arc::default(),
+            batch_slots: BATCH_SLOTS.min(db.max_connections).max(1) as usize,
         })
     }
+}
+
+impl PgStore {
+    fn batches(&self) -> &Batches {
+        self.batches.get_or_init(|| {
+            let (pool, slots) = (self.pool.clone(), self.batch_slots);
+            let inserting = pool.clone();
+            Batches {
+                lookups: Batcher::start(slots, move |hashes| batch::find(pool.clone(), hashes)),
+                inserts: Batcher::start(slots, move |grants| {
+                    batch::insert(inserting.clone(), grants)
+                }),
+            }
+        })
+    }
+}
+
+/// Inserts one grant and returns it as stored.
+pub(super) async fn insert_one(
+    pool: &PgPool,
+    grant: &NewGrant,
+) -> std::result::Result<Grant, sqlx::Error> {
+    let row = sqlx::query(pg!(insert))
+        .bind(&grant.grant_id)
+        .bind(&grant.token_hash.0[..])
+        .bind(&grant.token_hint)
+        .bind(&grant.subject)
+        .bind(&grant.audience)
+        .bind(&grant.run_id)
+        .bind(&grant.scopes)
+        .bind(Json(&grant.labels))
+        .bind(&grant.sealed_payload)
+        .bind(i64::from(grant.max_uses))
+        .bind(&grant.issued_by)
+        .bind(micros(grant.ttl))
+        .bind(grant.revoke_run_on_replay)
+        .fetch_one(pool)
+        .await?;
+    grant_from_row(&row)
 }
 
 /// The connection failed under the query (not the query itself).
@@ -182,7 +227,7 @@ impl PgStore {
     }
 }
 
-fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
+pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
     Ok(Grant {
         grant_id: row.try_get("grant_id")?,
         token_hint: row.try_get("token_hint")?,
@@ -242,31 +287,16 @@ impl Store for PgStore {
     }
 
     async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
-        let row = sqlx::query(pg!(insert))
-            .bind(&grant.grant_id)
-            .bind(&grant.token_hash.0[..])
-            .bind(&grant.token_hint)
-            .bind(&grant.subject)
-            .bind(&grant.audience)
-            .bind(&grant.run_id)
-            .bind(&grant.scopes)
-            .bind(Json(&grant.labels))
-            .bind(&grant.sealed_payload)
-            .bind(i64::from(grant.max_uses))
-            .bind(&grant.issued_by)
-            .bind(micros(grant.ttl))
-            .bind(grant.revoke_run_on_replay)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(grant_from_row(&row)?)
+        match self.batches().inserts.submit(grant.clone()).await {
+            Answer::Done(grant) => Ok(grant),
+            Answer::Unavailable(err) => Err(err.into()),
+            Answer::Alone => Ok(insert_one(&self.pool, grant).await?),
+        }
     }
 
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
-        let lookups = self
-            .lookups
-            .get_or_init(|| Lookups::start(self.pool.clone(), self.lookup_slots));
-        match lookups.find(*hash).await {
-            Answer::Found(found) => return Ok(found),
+        match self.batches().lookups.submit(*hash).await {
+            Answer::Done(found) => return Ok(found),
             Answer::Unavailable(err) => return Err(err.into()),
             Answer::Alone => {}
         }

@@ -41,6 +41,31 @@ macro_rules! insert {
     };
 }
 
+/// [`insert!`] for many grants in one statement: `$1` is a JSON array of
+/// records (hashes and payloads in hex, lists as JSON arrays, `ttl` in
+/// microseconds).
+macro_rules! insert_many {
+    ($now:literal) => {
+        concat!(
+            "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
+             scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
+             issued_at, expires_at) \
+             SELECT r.grant_id, decode(r.token_hash, 'hex'), r.token_hint, r.subject, \
+             ARRAY(SELECT jsonb_array_elements_text(r.audience)), r.run_id, \
+             ARRAY(SELECT jsonb_array_elements_text(r.scopes)), r.labels, \
+             decode(r.sealed_payload, 'hex'), r.max_uses, r.issued_by, r.revoke_run_on_replay, ",
+            $now,
+            ", ",
+            $now,
+            " + r.ttl FROM jsonb_to_recordset($1) AS r(grant_id text, token_hash text, \
+             token_hint text, subject text, audience jsonb, run_id text, scopes jsonb, \
+             labels jsonb, sealed_payload text, max_uses bigint, issued_by text, \
+             revoke_run_on_replay boolean, ttl bigint) RETURNING ",
+            $crate::store::sql::grant_columns!()
+        )
+    };
+}
+
 macro_rules! find {
     ($now:literal) => {
         concat!(
@@ -285,8 +310,8 @@ macro_rules! keyed_claim {
 }
 
 pub(crate) use {
-    consume, find, find_keyed, find_many, get, grant_columns, insert, keyed_claim, live,
-    prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
+    consume, find, find_keyed, find_many, get, grant_columns, insert, insert_many, keyed_claim,
+    live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

@@ -9,7 +9,60 @@ crate::both_backends!(
     two_hundred_claims_of_a_five_use_token_win_five_times,
     eight_resumers_one_winner,
     racing_validates_each_get_their_own_answer,
+    racing_mints_each_get_their_own_grant,
 );
+
+/// 200 Mints at once over 4 connections, each with its own subject, labels,
+/// scopes, audience, uses and payload: written together in batches on
+/// PostgreSQL, each caller still gets its own grant, stored as asked, and
+/// its token claims its own payload.
+async fn racing_mints_each_get_their_own_grant(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(channel(app.addr).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let mut client = TokenAuthorityClient::new(channels[i % 4].clone());
+            let request = app.req(
+                "minter",
+                pb::MintRequest {
+                    audience: vec!["proxy".into(), format!("c{i}")],
+                    scopes: vec![format!("tool:t{i}")],
+                    labels: [("n".to_owned(), i.to_string())].into(),
+                    max_uses: u32::try_from(i % 3).unwrap() + 1,
+                    payload: format!("payload-{i}").into_bytes(),
+                    revoke_run_on_replay: i % 2 == 0,
+                    ..mint_req(&format!("s{i}"))
+                },
+            );
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (i, client.mint(request).await.unwrap().into_inner())
+            })
+        })
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for task in tasks {
+        let (i, minted) = task.await.unwrap();
+        let grant = minted.grant.unwrap();
+        assert!(ids.insert(grant.grant_id.clone()), "one grant per mint");
+        assert_eq!(grant.subject, format!("s{i}"));
+        assert_eq!(grant.audience, ["proxy".to_owned(), format!("c{i}")]);
+        assert_eq!(grant.scopes, [format!("tool:t{i}")]);
+        assert_eq!(grant.labels["n"], i.to_string());
+        assert_eq!(grant.max_uses, u32::try_from(i % 3).unwrap() + 1);
+        assert_eq!(grant.revoke_run_on_replay, i % 2 == 0);
+        if i % 20 == 0 {
+            let claimed = app.claim("proxy", claim(&minted.token)).await.unwrap();
+            assert_eq!(claimed.payload, format!("payload-{i}").into_bytes());
+            assert_eq!(claimed.grant.unwrap().subject, format!("s{i}"));
+        }
+    }
+}
 
 /// 200 Validates at once over 4 connections, of 40 live grants (each asked
 /// for many times), revoked ones and tokens never minted: looked up
