@@ -30,8 +30,9 @@ const MAX_BATCH: usize = 256;
 /// What a batch tells each of its calls.
 pub(super) enum Answer<R> {
     Done(R),
-    /// No connection in time, or the pool is closed: the call's answer too.
-    Unavailable(sqlx::Error),
+    /// The call's answer is this error (for a batch of several: no
+    /// connection in time, or the pool is closed).
+    Failed(sqlx::Error),
     /// Anything else went wrong: run alone.
     Alone,
 }
@@ -97,8 +98,8 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 fn failed<R>(err: &sqlx::Error, n: usize) -> Vec<Answer<R>> {
     (0..n)
         .map(|_| match err {
-            sqlx::Error::PoolTimedOut => Answer::Unavailable(sqlx::Error::PoolTimedOut),
-            sqlx::Error::PoolClosed => Answer::Unavailable(sqlx::Error::PoolClosed),
+            sqlx::Error::PoolTimedOut => Answer::Failed(sqlx::Error::PoolTimedOut),
+            sqlx::Error::PoolClosed => Answer::Failed(sqlx::Error::PoolClosed),
             _ => Answer::Alone,
         })
         .collect()
@@ -152,11 +153,14 @@ struct Record<'a> {
     ttl: i64,
 }
 
-/// Inserts many grants in one statement, one commit. A lone call is sent
-/// back to run the plain insert itself.
+/// Inserts many grants in one statement, one commit. A lone call runs the
+/// plain insert (in its slot, so that calls arriving meanwhile batch up).
 pub(super) async fn insert(pool: PgPool, grants: Vec<NewGrant>) -> Vec<Answer<Grant>> {
     if grants.len() == 1 {
-        return vec![Answer::Alone];
+        return vec![match super::postgres::insert_one(&pool, &grants[0]).await {
+            Ok(grant) => Answer::Done(grant),
+            Err(err) => Answer::Failed(err),
+        }];
     }
     let rows: Vec<Record<'_>> = grants
         .iter()
@@ -203,7 +207,7 @@ pub(super) async fn insert(pool: PgPool, grants: Vec<NewGrant>) -> Vec<Answer<Gr
 
 /// A mint whose batch failed, or whose row did not come back.
 fn unwritten() -> Answer<Grant> {
-    Answer::Unavailable(sqlx::Error::Io(std::io::Error::other(
+    Answer::Failed(sqlx::Error::Io(std::io::Error::other(
         "a batch of mints failed",
     )))
 }

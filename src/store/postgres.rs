@@ -289,7 +289,8 @@ impl Store for PgStore {
     async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
         match self.batches().inserts.submit(grant.clone()).await {
             Answer::Done(grant) => Ok(grant),
-            Answer::Unavailable(err) => Err(err.into()),
+            Answer::Failed(err) => Err(err.into()),
+            // Only if the batcher is gone (shutting down).
             Answer::Alone => Ok(insert_one(&self.pool, grant).await?),
         }
     }
@@ -297,7 +298,7 @@ impl Store for PgStore {
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
         match self.batches().lookups.submit(*hash).await {
             Answer::Done(found) => return Ok(found),
-            Answer::Unavailable(err) => return Err(err.into()),
+            Answer::Failed(err) => return Err(err.into()),
             Answer::Alone => {}
         }
         // The batch failed: alone, with the retry and the error of its own.
