@@ -1,4 +1,5 @@
-//! Calls to PostgreSQL, batched: Validate's lookups and Mint's inserts.
+//! Calls to PostgreSQL, batched: Validate's lookups, Claim's uses and
+//! Mint's inserts.
 //!
 //! Every statement costs PostgreSQL a whole round of bind, execute and
 //! reply, every write a commit and its fsync, and this server a pooled
@@ -135,6 +136,64 @@ pub(super) async fn find(pool: PgPool, hashes: Vec<TokenHash>) -> Vec<Answer<Opt
         .collect()
 }
 
+/// A use taken: the grant after it, and its sealed payload.
+pub(super) type Taken = Option<(Grant, Vec<u8>)>;
+
+/// Takes one use of each grant in one statement, one commit. A grant named
+/// twice in a batch takes its second use alone, after: one `UPDATE` touches
+/// a row once. A statement the database refused (a deadlock, a timeout)
+/// rolled back, so its calls run alone; a broken connection may have
+/// committed, so its calls are UNAVAILABLE and nothing is run again.
+pub(super) async fn consume(pool: PgPool, ids: Vec<String>) -> Vec<Answer<Taken>> {
+    let mut distinct: Vec<&str> = Vec::with_capacity(ids.len());
+    for id in &ids {
+        if !distinct.contains(&id.as_str()) {
+            distinct.push(id);
+        }
+    }
+    let rows = match distinct.len() {
+        1 => sqlx::query(sql::consume!("tessera_now_us()")).bind(distinct[0]),
+        _ => sqlx::query(sql::consume_many!("tessera_now_us()")).bind(distinct.clone()),
+    }
+    .fetch_all(&pool)
+    .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(err) if ids.len() == 1 => return vec![Answer::Failed(err)],
+        Err(sqlx::Error::Database(err)) => {
+            warn!(error = %err, claims = ids.len(), "a batch of claims was refused; each runs alone");
+            return ids.iter().map(|_| Answer::Alone).collect();
+        }
+        Err(err) => {
+            warn!(error = %err, claims = ids.len(), "a batch of claims failed");
+            return ids.iter().map(|_| Answer::Failed(lost())).collect();
+        }
+    };
+    let mut taken: HashMap<String, (Grant, Vec<u8>)> = HashMap::new();
+    for row in &rows {
+        let grant = super::postgres::grant_from_row(row);
+        let sealed = row.try_get::<Vec<u8>, _>("sealed_payload");
+        if let (Ok(grant), Ok(sealed)) = (grant, sealed) {
+            taken.insert(grant.grant_id.clone(), (grant, sealed));
+        }
+    }
+    let mut answered: Vec<&str> = Vec::with_capacity(ids.len());
+    ids.iter()
+        .map(|id| {
+            if answered.contains(&id.as_str()) {
+                return Answer::Alone;
+            }
+            answered.push(id);
+            Answer::Done(taken.remove(id.as_str()))
+        })
+        .collect()
+}
+
+/// The error of a write whose batch may or may not have committed.
+fn lost() -> sqlx::Error {
+    sqlx::Error::Io(std::io::Error::other("a batch write failed"))
+}
+
 /// One grant of a batch insert, as `jsonb_to_recordset` reads it.
 #[derive(serde::Serialize)]
 struct Record<'a> {
@@ -207,7 +266,5 @@ pub(super) async fn insert(pool: PgPool, grants: Vec<NewGrant>) -> Vec<Answer<Gr
 
 /// A mint whose batch failed, or whose row did not come back.
 fn unwritten() -> Answer<Grant> {
-    Answer::Failed(sqlx::Error::Io(std::io::Error::other(
-        "a batch of mints failed",
-    )))
+    Answer::Failed(lost())
 }

@@ -70,6 +70,7 @@ pub struct PgStore {
 
 struct Batches {
     lookups: Batcher<TokenHash, Option<Lookup>>,
+    uses: Batcher<String, batch::Taken>,
     inserts: Batcher<NewGrant, Grant>,
 }
 
@@ -130,9 +131,10 @@ impl PgStore {
     fn batches(&self) -> &Batches {
         self.batches.get_or_init(|| {
             let (pool, slots) = (self.pool.clone(), self.batch_slots);
-            let inserting = pool.clone();
+            let (inserting, using) = (pool.clone(), pool.clone());
             Batches {
                 lookups: Batcher::start(slots, move |hashes| batch::find(pool.clone(), hashes)),
+                uses: Batcher::start(slots, move |ids| batch::consume(using.clone(), ids)),
                 inserts: Batcher::start(slots, move |grants| {
                     batch::insert(inserting.clone(), grants)
                 }),
@@ -344,6 +346,11 @@ impl Store for PgStore {
     }
 
     async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
+        match self.batches().uses.submit(grant_id.to_owned()).await {
+            Answer::Done(taken) => return Ok(taken),
+            Answer::Failed(err) => return Err(err.into()),
+            Answer::Alone => {}
+        }
         let row = sqlx::query(pg!(consume))
             .bind(grant_id)
             .fetch_optional(&self.pool)

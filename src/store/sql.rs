@@ -179,6 +179,29 @@ macro_rules! consume {
     };
 }
 
+/// [`consume!`] for many grants at once (`$1` an array of distinct grant
+/// ids): each row is re-checked and takes one use, exactly as alone. The
+/// rows are locked in grant id order first, so batches running at once
+/// wait for each other instead of deadlocking.
+macro_rules! consume_many {
+    ($now:literal) => {
+        concat!(
+            "WITH locked AS (SELECT g.grant_id AS locked_id FROM grants g \
+             JOIN unnest($1::text[]) AS wanted(id) ON g.grant_id = wanted.id \
+             ORDER BY g.grant_id FOR UPDATE OF g) \
+             UPDATE grants SET use_count = use_count + 1, last_used_at = ",
+            $now,
+            ", used_up_at = CASE WHEN max_uses > 0 AND use_count + 1 >= max_uses THEN ",
+            $now,
+            " END FROM locked WHERE grants.grant_id = locked.locked_id AND ",
+            $crate::store::sql::live!($now),
+            " RETURNING ",
+            $crate::store::sql::grant_columns!(),
+            ", sealed_payload"
+        )
+    };
+}
+
 /// `$1` the target value, `$2` the reason, `$3` the issuer (NULL = any).
 macro_rules! revoke {
     ($now:literal, $column:literal) => {
@@ -310,8 +333,8 @@ macro_rules! keyed_claim {
 }
 
 pub(crate) use {
-    consume, find, find_keyed, find_many, get, grant_columns, insert, insert_many, keyed_claim,
-    live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
+    consume, consume_many, find, find_keyed, find_many, get, grant_columns, insert, insert_many,
+    keyed_claim, live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

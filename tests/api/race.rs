@@ -10,7 +10,57 @@ crate::both_backends!(
     eight_resumers_one_winner,
     racing_validates_each_get_their_own_answer,
     racing_mints_each_get_their_own_grant,
+    racing_claims_of_many_tokens_take_each_use_once,
 );
+
+/// 60 single-use and 20 three-use tokens, every one claimed by four tasks
+/// at once (320 claims over 4 connections, taken together in batches on
+/// PostgreSQL): each single-use token is claimed exactly once, each
+/// three-use token exactly three times, and every winner gets its own
+/// token's payload.
+async fn racing_claims_of_many_tokens_take_each_use_once(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut tokens = Vec::new();
+    for i in 0..80 {
+        let minted = pb::MintRequest {
+            max_uses: if i < 60 { 1 } else { 3 },
+            payload: format!("p{i}").into_bytes(),
+            ..mint_req("u")
+        };
+        tokens.push(app.mint("minter", minted).await.unwrap().token);
+    }
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(channel(app.addr).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(320));
+    let tasks: Vec<_> = (0..320)
+        .map(|n| {
+            let i = n % 80;
+            let mut client = TokenAuthorityClient::new(channels[n % 4].clone());
+            // Two clients, so that no one client exceeds its in-flight share.
+            let who = if n % 2 == 0 { "proxy" } else { "minter" };
+            let request = app.req(who, claim(&tokens[i]));
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                (i, client.claim(request).await.unwrap().into_inner())
+            })
+        })
+        .collect();
+    let mut wins = [0u32; 80];
+    for task in tasks {
+        let (i, answer) = task.await.unwrap();
+        if answer.claimed {
+            wins[i] += 1;
+            assert_eq!(answer.payload, format!("p{i}").into_bytes());
+        } else {
+            assert_eq!(answer.denial, Denial::TokenUnknown as i32);
+        }
+    }
+    assert_eq!(wins[..60], [1; 60], "single-use tokens: once each");
+    assert_eq!(wins[60..], [3; 20], "three-use tokens: three times each");
+}
 
 /// 200 Mints at once over 4 connections, each with its own subject, labels,
 /// scopes, audience, uses and payload: written together in batches on
