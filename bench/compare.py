@@ -45,8 +45,7 @@ def params(name, rows):
         "find": {1: token_hash},
         "find_keyed": {1: token_hash, 2: "'dev'", 3: KEY},
         "consume": {1: grant_id},
-        "reserve_key": {1: grant_id, 2: "'dev'", 3: KEY},
-        "record_key": {1: grant_id, 2: "'dev'", 3: KEY, 4: "1", 5: "0"},
+        "consume_keyed": {1: grant_id, 2: "'dev'", 3: KEY},
         "insert": {
             1: "'m' || :client_id || '-' || :n",
             2: "sha256(('m' || :client_id || '-' || :n)::bytea)",
@@ -68,19 +67,12 @@ def params(name, rows):
 
 def pgbench_script(statements, rows, count):
     """A pgbench script running `statements` ([name, sql] pairs) once per
-    transaction on random rows of `rows` ('hot' or 'single', `count` of them).
-    A name ending in '!' opens a transaction that the script's end commits."""
+    transaction on random rows of `rows` ('hot' or 'single', `count` of them)."""
     lines = [f"\\set i random(1, {count})", "\\set n random(1, 1000000000000)"]
-    in_transaction = False
     for name, statement in statements:
-        if name.endswith("!"):
-            lines.append("BEGIN;")
-            in_transaction = True
-        values = params(name.rstrip("!"), rows)
+        values = params(name, rows)
         statement = re.sub(r"\$(\d+)", lambda m: values[int(m.group(1))], statement)
         lines.append(statement + ";")
-    if in_transaction:
-        lines.append("COMMIT;")
     return "\n".join(lines) + "\n"
 
 

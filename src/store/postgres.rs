@@ -31,8 +31,7 @@ macro_rules! pg {
 }
 
 /// The statements each hot RPC runs on success, in order and by name, for
-/// `tessera bench --print-sql`: bench/compare.py hands them to pgbench. A
-/// name ending in `!` runs inside one transaction with the ones after it.
+/// `tessera bench --print-sql`: bench/compare.py hands them to pgbench.
 pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
     ("validate", &[("find", pg!(find))]),
     ("claim", &[("find", pg!(find)), ("consume", pg!(consume))]),
@@ -40,9 +39,7 @@ pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
         "claim-keyed",
         &[
             ("find_keyed", pg!(find_keyed)),
-            ("reserve_key!", sql::reserve_key!()),
-            ("consume", pg!(consume)),
-            ("record_key", sql::record_key!()),
+            ("consume_keyed", pg!(consume_keyed)),
         ],
     ),
     ("mint", &[("insert", pg!(insert))]),
@@ -370,9 +367,8 @@ impl Store for PgStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Keyed> {
-        // On a task of its own: a caller that goes away mid-transaction must
-        // not leave it open (or half done) on a pooled connection. The claim
-        // completes, and a retry with the key finds it.
+        // On a task of its own, so that the claim completes even if its
+        // caller goes away, and a retry with the key finds it.
         let (pool, grant_id, client_id, key_hash) = (
             self.pool.clone(),
             grant_id.to_owned(),
@@ -457,5 +453,56 @@ impl Store for PgStore {
     }
 }
 
-sql::keyed_claim!(PgPool, pg!(consume));
+/// One statement ([`sql::consume_keyed!`]); only when a racing claim with
+/// the same key won does it read the claim that one made.
+async fn keyed_claim(
+    pool: &PgPool,
+    grant_id: &str,
+    client_id: &str,
+    key_hash: &[u8; 32],
+) -> Result<Keyed> {
+    let used = sqlx::query(pg!(consume_keyed))
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .fetch_optional(pool)
+        .await;
+    match used {
+        Ok(Some(row)) => Ok(Keyed::Consumed(
+            grant_from_row(&row)?,
+            row.try_get("sealed_payload")?,
+        )),
+        Ok(None) => match prior_claim(pool, grant_id, client_id, key_hash).await? {
+            Some(prior) => Ok(prior),
+            None => Ok(Keyed::Refused),
+        },
+        Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
+            match prior_claim(pool, grant_id, client_id, key_hash).await? {
+                Some(prior) => Ok(prior),
+                None => Err(StoreError::Internal(sqlx::Error::Database(err))),
+            }
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// The claim `client_id` made on the grant with the key, if it did.
+async fn prior_claim(
+    pool: &PgPool,
+    grant_id: &str,
+    client_id: &str,
+    key_hash: &[u8; 32],
+) -> Result<Option<Keyed>> {
+    let row = sqlx::query(sql::prior_claim!())
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let mut grant = grant_from_row(&row)?;
+    grant.use_count = to_u32(row.try_get("use_number")?);
+    grant.last_used_at = Some(row.try_get("claimed_at")?);
+    Ok(Some(Keyed::Replayed(grant, row.try_get("sealed_payload")?)))
+}
 sql::row_readers!(PgRow);

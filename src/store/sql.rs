@@ -277,9 +277,36 @@ macro_rules! prior_claim {
     };
 }
 
-/// Writes `keyed_claim`, the transaction behind `Store::consume_keyed`, for
-/// one store: `$pool` its pool type, `$consume` its dialect's `consume!`.
-/// Uses the store module's `grant_from_row`.
+/// A keyed claim in one statement (PostgreSQL): takes a use unless this
+/// client already claimed the grant with this key (`$1` grant, `$2`
+/// client, `$3` key hash), and records the key with the use it took. Two
+/// racing claims with one key both see no key; the second's insert of the
+/// key then fails on the primary key once the first commits, which undoes
+/// its whole statement, use included: exactly one use per key.
+macro_rules! consume_keyed {
+    ($now:literal) => {
+        concat!(
+            "WITH used AS (UPDATE grants SET use_count = use_count + 1, last_used_at = ",
+            $now,
+            ", used_up_at = CASE WHEN max_uses > 0 AND use_count + 1 >= max_uses THEN ",
+            $now,
+            " END WHERE grant_id = $1 AND ",
+            $crate::store::sql::live!($now),
+            " AND NOT EXISTS (SELECT 1 FROM claim_keys k WHERE k.grant_id = $1 \
+             AND k.client_id = $2 AND k.key_hash = $3) RETURNING ",
+            $crate::store::sql::grant_columns!(),
+            ", sealed_payload), recorded AS (INSERT INTO claim_keys \
+             (grant_id, client_id, key_hash, use_number, claimed_at) \
+             SELECT grant_id, $2, $3, use_count, last_used_at FROM used RETURNING 1) \
+             SELECT used.*, (SELECT count(*) FROM recorded) AS recorded FROM used"
+        )
+    };
+}
+
+/// Writes `keyed_claim`, the transaction behind `Store::consume_keyed` on
+/// SQLite (which has no writes inside `WITH`; PostgreSQL runs
+/// [`consume_keyed!`] instead): `$pool` its pool type, `$consume` its
+/// dialect's `consume!`. Uses the store module's `grant_from_row`.
 macro_rules! keyed_claim {
     ($pool:ty, $consume:expr) => {
         async fn keyed_claim(
@@ -333,8 +360,9 @@ macro_rules! keyed_claim {
 }
 
 pub(crate) use {
-    consume, consume_many, find, find_keyed, find_many, get, grant_columns, insert, insert_many,
-    keyed_claim, live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
+    consume, consume_keyed, consume_many, find, find_keyed, find_many, get, grant_columns, insert,
+    insert_many, keyed_claim, live, prior_claim, record_key, reserve_key, revoke, row_readers,
+    sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};
