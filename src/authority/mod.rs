@@ -12,132 +12,30 @@
 //! foreign grant), the same pure rules, one audit line, and the same reply.
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use sha2::{Digest, Sha256};
 use tracing::{debug, info, warn};
 
+mod operators;
+mod types;
+
 pub use crate::rules::Denial;
+pub use types::{Check, Claimed, Error, MintSpec, Page, Policy, Result, Target, Validated};
+
 use crate::{
     audit::{self, Audit},
     cache::GrantCache,
     clients::Caller,
-    input::{self, InvalidInput},
+    input::InvalidInput,
     rules::{self, Hidden, Presented, Refusal},
-    seal::{self, Unsealable},
-    store::{Grant, Keyed, ListQuery, Lookup, NewGrant, Prior, RevokeTarget, Store, StoreError},
+    seal,
+    store::{Grant, Keyed, Lookup, NewGrant, Prior, RevokeTarget, Store},
     token::{GrantId, Token, TokenHash},
     usage::Usage,
 };
-
-/// TTL policy, from the configuration.
-#[derive(Debug, Clone, Copy)]
-pub struct Policy {
-    pub default_ttl: Duration,
-    pub max_ttl: Duration,
-}
-
-/// A Mint request whose fields passed their limits. No `Debug`: it holds
-/// the plaintext payload.
-pub struct MintSpec {
-    pub subject: String,
-    pub audience: Vec<String>,
-    pub run_id: String,
-    pub scopes: Vec<String>,
-    pub labels: BTreeMap<String, String>,
-    /// `None` = the default TTL.
-    pub ttl: Option<Duration>,
-    pub max_uses: u32,
-    pub payload: Vec<u8>,
-    pub revoke_run_on_replay: bool,
-}
-
-/// A Validate or Claim request.
-pub struct Check {
-    /// As presented; only its length has been checked.
-    pub token: String,
-    pub required_scopes: Vec<String>,
-    /// The principal the caller acts for; `None` = no subject binding.
-    pub subject: Option<String>,
-    /// May be answered from this replica's cache (BOUNDED Validate).
-    pub bounded: bool,
-    /// Claim's idempotency key, if any.
-    pub claim_key: Option<String>,
-}
-
-impl std::fmt::Debug for Check {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Check")
-            .field("token", &"<redacted>")
-            .field("required_scopes", &self.required_scopes)
-            .field("subject", &self.subject)
-            .field("bounded", &self.bounded)
-            .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
-            .finish()
-    }
-}
-
-// Returned once per call and moved straight into the response: boxing the
-// grant would only add an allocation to the hot path.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub enum Validated {
-    Valid(Grant),
-    Denied(Denial),
-}
-
-#[allow(clippy::large_enum_variant)]
-pub enum Claimed {
-    Claimed { grant: Grant, payload: Vec<u8> },
-    Denied(Denial),
-}
-
-impl std::fmt::Debug for Claimed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Claimed::Claimed { grant, payload } => f
-                .debug_struct("Claimed")
-                .field("grant", grant)
-                .field("payload", &format_args!("<{} bytes>", payload.len()))
-                .finish(),
-            Claimed::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
-        }
-    }
-}
-
-/// What Revoke aims at, as the caller gave it.
-#[derive(Debug)]
-pub enum Target {
-    Token(Token),
-    GrantId(String),
-    RunId(String),
-    Subject(String),
-}
-
-/// A page of ListGrants.
-#[derive(Debug)]
-pub struct Page {
-    pub grants: Vec<Grant>,
-    pub next_page_token: Option<String>,
-    pub active_count: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Invalid(#[from] InvalidInput),
-    #[error("grant not found")]
-    NotFound,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Unsealable(#[from] Unsealable),
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
 
 pub struct Authority<S> {
     store: S,
@@ -454,84 +352,12 @@ impl<S: Store> Authority<S> {
             let reason = 4; // REVOKE_REASON_COMPROMISED
             let by = grant.issued_by.as_str();
             let why = (by, "replay");
-            let revoked = revoke_where(&store, cache.as_deref(), &run, Some(by), reason, why);
+            let revoked =
+                operators::revoke_where(&store, cache.as_deref(), &run, Some(by), reason, why);
             if let Err(err) = revoked.await {
                 warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");
             }
         });
-    }
-
-    pub async fn revoke(&self, caller: &Caller, target: Target, reason: i32) -> Result<u64> {
-        let scope = caller.issuer_scope();
-        let target = match target {
-            Target::Token(token) => RevokeTarget::Token(token.hash()),
-            Target::GrantId(id) => RevokeTarget::GrantId(grant_id(id, "grant_id")?),
-            Target::RunId(id) => RevokeTarget::RunId(id),
-            Target::Subject(id) => RevokeTarget::Subject(id),
-        };
-        let cache = self.cache.as_deref();
-        let why = (caller.id.as_str(), "request");
-        let revoked = revoke_where(&self.store, cache, &target, scope, reason, why).await?;
-        if let RevokeTarget::GrantId(id) = &target {
-            // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
-            if revoked == 0 && self.store.get(id, scope).await?.is_none() {
-                return Err(Error::NotFound);
-            }
-        }
-        Ok(revoked)
-    }
-
-    pub async fn get(&self, caller: &Caller, grant_id: String) -> Result<Grant> {
-        let id = self::grant_id(grant_id, "grant_id")?;
-        self.store
-            .get(&id, caller.issuer_scope())
-            .await?
-            .ok_or(Error::NotFound)
-    }
-
-    pub async fn list(
-        &self,
-        caller: &Caller,
-        subject: Option<String>,
-        run_id: Option<String>,
-        include_inactive: bool,
-        page_size: u32,
-        page_token: Option<String>,
-    ) -> Result<Page> {
-        let limit = match page_size {
-            0 => input::DEFAULT_PAGE,
-            n if n > input::MAX_PAGE => {
-                return Err(InvalidInput::new(
-                    "page_size",
-                    format!("must be at most {}", input::MAX_PAGE),
-                )
-                .into());
-            }
-            n => n,
-        };
-        let after = page_token.map(|t| grant_id(t, "page_token")).transpose()?;
-        let mut page = self
-            .store
-            .list(&ListQuery {
-                subject,
-                run_id,
-                issued_by: caller.issuer_scope().map(str::to_owned),
-                include_inactive,
-                after,
-                limit: limit + 1,
-            })
-            .await?;
-        let next_page_token = if page.grants.len() > limit as usize {
-            page.grants.truncate(limit as usize);
-            page.grants.last().map(|g| g.grant_id.clone())
-        } else {
-            None
-        };
-        Ok(Page {
-            grants: page.grants,
-            next_page_token,
-            active_count: page.active_count,
-        })
     }
 }
 
@@ -560,60 +386,6 @@ struct Refused {
     refusal: Refusal,
     token: Option<Token>,
     grant: Option<Grant>,
-}
-
-/// Revokes, forgets the revoked grants in this replica's cache, and records
-/// it in the audit trail (`cause`: a request, or a replay).
-async fn revoke_where<S: Store>(
-    store: &S,
-    cache: Option<&GrantCache>,
-    target: &RevokeTarget,
-    issued_by: Option<&str>,
-    reason: i32,
-    (client, cause): (&str, &'static str),
-) -> Result<u64> {
-    let revoked = store.revoke(target, issued_by, reason).await?;
-    if let Some(cache) = cache {
-        match target {
-            RevokeTarget::Token(hash) => cache.invalidate(hash),
-            RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
-            RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
-            RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
-        }
-    }
-    info!(
-        target: audit::TARGET,
-        event = "revoke",
-        client,
-        cause,
-        target = ?Described(target),
-        reason,
-        revoked,
-        "revoked"
-    );
-    Ok(revoked)
-}
-
-fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput> {
-    if GrantId::is_well_formed(&id) {
-        Ok(id)
-    } else {
-        Err(InvalidInput::new(field, "is not a grant id"))
-    }
-}
-
-/// A revoke target for the log: the token never, caller text quoted.
-struct Described<'a>(&'a RevokeTarget);
-
-impl std::fmt::Debug for Described<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            RevokeTarget::Token(_) => f.write_str("token"),
-            RevokeTarget::GrantId(id) => write!(f, "grant_id={id:?}"),
-            RevokeTarget::RunId(id) => write!(f, "run_id={id:?}"),
-            RevokeTarget::Subject(id) => write!(f, "subject={id:?}"),
-        }
-    }
 }
 
 fn unix_millis() -> u64 {

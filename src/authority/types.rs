@@ -1,0 +1,118 @@
+//! What the authority takes and gives back: requests that passed their
+//! field limits, outcomes, and errors.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use crate::{
+    input::InvalidInput,
+    rules::Denial,
+    seal::Unsealable,
+    store::{Grant, StoreError},
+    token::Token,
+};
+
+/// TTL policy, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+}
+
+/// A Mint request whose fields passed their limits. No `Debug`: it holds
+/// the plaintext payload.
+pub struct MintSpec {
+    pub subject: String,
+    pub audience: Vec<String>,
+    pub run_id: String,
+    pub scopes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// `None` = the default TTL.
+    pub ttl: Option<Duration>,
+    pub max_uses: u32,
+    pub payload: Vec<u8>,
+    pub revoke_run_on_replay: bool,
+}
+
+/// A Validate or Claim request.
+pub struct Check {
+    /// As presented; only its length has been checked.
+    pub token: String,
+    pub required_scopes: Vec<String>,
+    /// The principal the caller acts for; `None` = no subject binding.
+    pub subject: Option<String>,
+    /// May be answered from this replica's cache (BOUNDED Validate).
+    pub bounded: bool,
+    /// Claim's idempotency key, if any.
+    pub claim_key: Option<String>,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check")
+            .field("token", &"<redacted>")
+            .field("required_scopes", &self.required_scopes)
+            .field("subject", &self.subject)
+            .field("bounded", &self.bounded)
+            .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+// Returned once per call and moved straight into the response: boxing the
+// grant would only add an allocation to the hot path.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Validated {
+    Valid(Grant),
+    Denied(Denial),
+}
+
+#[allow(clippy::large_enum_variant)]
+pub enum Claimed {
+    Claimed { grant: Grant, payload: Vec<u8> },
+    Denied(Denial),
+}
+
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Claimed::Claimed { grant, payload } => f
+                .debug_struct("Claimed")
+                .field("grant", grant)
+                .field("payload", &format_args!("<{} bytes>", payload.len()))
+                .finish(),
+            Claimed::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
+        }
+    }
+}
+
+/// What Revoke aims at, as the caller gave it.
+#[derive(Debug)]
+pub enum Target {
+    Token(Token),
+    GrantId(String),
+    RunId(String),
+    Subject(String),
+}
+
+/// A page of ListGrants.
+#[derive(Debug)]
+pub struct Page {
+    pub grants: Vec<Grant>,
+    pub next_page_token: Option<String>,
+    pub active_count: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("grant not found")]
+    NotFound,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Unsealable(#[from] Unsealable),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

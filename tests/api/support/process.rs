@@ -1,0 +1,100 @@
+//! The `tessera` binary as a child process.
+
+use std::{
+    net::SocketAddr,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    task::JoinHandle,
+};
+
+/// The `tessera` binary as a child process, with its log lines collected.
+pub struct Process {
+    pub addr: SocketAddr,
+    child: tokio::process::Child,
+    pub log: Arc<Mutex<Vec<String>>>,
+    reader: JoinHandle<()>,
+}
+
+impl Process {
+    pub async fn spawn(url: &str, clients: &std::path::Path, rust_log: &str) -> Self {
+        Self::spawn_with(url, clients, rust_log, &[]).await
+    }
+
+    pub async fn spawn_with(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+    ) -> Self {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(extra)
+            .arg("--database-url")
+            .arg(url)
+            .arg("--clients")
+            .arg(clients)
+            .env("RUST_LOG", rust_log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("tessera binary runs");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let addr = loop {
+            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+                .await
+                .expect("server logs within 30 s")
+                .unwrap()
+                .expect("server exited before serving");
+            log.lock().unwrap().push(line.clone());
+            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if entry["message"] == "serving" {
+                break entry["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        let sink = log.clone();
+        let reader = tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Self {
+            addr,
+            child,
+            log,
+            reader,
+        }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit; returns every log line.
+    pub async fn terminate(self) -> Vec<String> {
+        self.terminate_within(Duration::from_secs(20)).await.1
+    }
+
+    /// Sends SIGTERM; returns how long the process took to exit cleanly,
+    /// and every log line.
+    pub async fn terminate_within(mut self, limit: Duration) -> (Duration, Vec<String>) {
+        let pid = self.child.id().expect("running") as i32;
+        // SAFETY-free: kill(1) via the shell keeps the test free of libc.
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let start = std::time::Instant::now();
+        let exit = tokio::time::timeout(limit, self.child.wait())
+            .await
+            .expect("exits in time after SIGTERM")
+            .unwrap();
+        let took = start.elapsed();
+        assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+        let _ = (&mut self.reader).await;
+        (took, self.log.lock().unwrap().clone())
+    }
+}
