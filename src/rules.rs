@@ -147,7 +147,7 @@ mod tests {
             issued_at: 0,
             expires_at: 10,
             revoked_at: None,
-            revoke_reason: 0,
+            revoke_reason: None,
             last_used_at: None,
             revoke_run_on_replay: false,
         }

@@ -32,7 +32,7 @@ use crate::{
     input::InvalidInput,
     rules::{self, Hidden, Presented, Refusal},
     seal,
-    store::{Grant, Keyed, Lookup, NewGrant, Prior, RevokeTarget, Store},
+    store::{Grant, Keyed, Lookup, NewGrant, Prior, RevokeReason, RevokeTarget, Store},
     token::{GrantId, Token, TokenHash},
     usage::Usage,
 };
@@ -349,7 +349,7 @@ impl<S: Store> Authority<S> {
         let (store, cache) = (self.store.clone(), self.cache.clone());
         tokio::spawn(async move {
             let run = RevokeTarget::RunId(grant.run_id);
-            let reason = 4; // REVOKE_REASON_COMPROMISED
+            let reason = RevokeReason::Compromised;
             let by = grant.issued_by.as_str();
             let why = (by, "replay");
             let revoked =

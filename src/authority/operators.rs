@@ -9,12 +9,17 @@ use crate::{
     cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, RevokeTarget, Store},
+    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Store},
     token::GrantId,
 };
 
 impl<S: Store> Authority<S> {
-    pub async fn revoke(&self, caller: &Caller, target: Target, reason: i32) -> Result<u64> {
+    pub async fn revoke(
+        &self,
+        caller: &Caller,
+        target: Target,
+        reason: RevokeReason,
+    ) -> Result<u64> {
         let scope = caller.issuer_scope();
         let target = match target {
             Target::Token(token) => RevokeTarget::Token(token.hash()),
@@ -95,7 +100,7 @@ pub(super) async fn revoke_where<S: Store>(
     cache: Option<&GrantCache>,
     target: &RevokeTarget,
     issued_by: Option<&str>,
-    reason: i32,
+    reason: RevokeReason,
     (client, cause): (&str, &'static str),
 ) -> Result<u64> {
     let revoked = store.revoke(target, issued_by, reason).await?;
@@ -113,7 +118,7 @@ pub(super) async fn revoke_where<S: Store>(
         client,
         cause,
         target = ?Described(target),
-        reason,
+        reason = reason.name(),
         revoked,
         "revoked"
     );

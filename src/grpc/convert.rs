@@ -7,7 +7,7 @@ use crate::{
     authority::{Check, Claimed, Denial, MintSpec, Page, Target, Validated},
     input::{self, InvalidInput},
     pb,
-    store::{Grant, Micros},
+    store::{Grant, Micros, RevokeReason},
     token::Token,
 };
 
@@ -78,7 +78,7 @@ pub fn claim_check(req: pb::ClaimRequest) -> input::Result<Check> {
     })
 }
 
-pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, i32)> {
+pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, RevokeReason)> {
     use pb::revoke_request::Target as T;
     let reason = match pb::RevokeReason::try_from(req.reason) {
         Ok(pb::RevokeReason::Unspecified) | Err(_) => {
@@ -87,7 +87,8 @@ pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, i32)> {
                 "must be one of MANUAL, RUN_ENDED, SUBJECT_DISABLED, COMPROMISED, ROTATED",
             ));
         }
-        Ok(reason) => reason as i32,
+        Ok(reason) => RevokeReason::from_code(i64::from(reason as i32))
+            .ok_or_else(|| InvalidInput::new("reason", "is not a known reason"))?,
     };
     let target = match req.target {
         Some(T::Token(token)) => {
@@ -133,7 +134,7 @@ impl From<Grant> for pb::Grant {
             issued_at: Some(timestamp(g.issued_at)),
             expires_at: Some(timestamp(g.expires_at)),
             revoked_at: g.revoked_at.map(timestamp),
-            revoke_reason: g.revoke_reason,
+            revoke_reason: g.revoke_reason.map_or(0, |r| i32::from(r.code())),
             last_used_at: g.last_used_at.map(timestamp),
             revoke_run_on_replay: g.revoke_run_on_replay,
         }
@@ -236,5 +237,20 @@ mod tests {
                 nanos: 999_999_000
             }
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_reasons_match_the_wire() {
+        for reason in RevokeReason::ALL {
+            let wire = pb::RevokeReason::try_from(i32::from(reason.code())).unwrap();
+            assert_eq!(wire.as_str_name(), format!("REVOKE_REASON_{}", reason.name()));
+            assert_eq!(RevokeReason::from_code(reason.code().into()), Some(reason));
+        }
+        assert_eq!(RevokeReason::from_code(0), None, "live");
     }
 }

@@ -26,6 +26,49 @@ pub type Micros = i64;
 /// per interval keeps Validate read-mostly.
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Why a grant was revoked. Stored as its number, which is also its number
+/// on the wire (`tessera.v1.RevokeReason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokeReason {
+    Manual = 1,
+    RunEnded = 2,
+    SubjectDisabled = 3,
+    /// A replay of a grant minted with `revoke_run_on_replay`.
+    Compromised = 4,
+    Rotated = 5,
+}
+
+impl RevokeReason {
+    pub const ALL: [Self; 5] = [
+        Self::Manual,
+        Self::RunEnded,
+        Self::SubjectDisabled,
+        Self::Compromised,
+        Self::Rotated,
+    ];
+
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+
+    /// The reason stored as `code`; `None` for 0 (live) or a number this
+    /// version does not know.
+    pub fn from_code(code: i64) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| i64::from(r.code()) == code)
+    }
+
+    /// Its name, as logs and the wire spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Manual => "MANUAL",
+            Self::RunEnded => "RUN_ENDED",
+            Self::SubjectDisabled => "SUBJECT_DISABLED",
+            Self::Compromised => "COMPROMISED",
+            Self::Rotated => "ROTATED",
+        }
+    }
+}
+
 /// A grant as stored, without its token, hash or payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
@@ -42,8 +85,8 @@ pub struct Grant {
     pub issued_at: Micros,
     pub expires_at: Micros,
     pub revoked_at: Option<Micros>,
-    /// The wire enum's number (`RevokeReason`); 0 while live.
-    pub revoke_reason: i32,
+    /// `None` while live.
+    pub revoke_reason: Option<RevokeReason>,
     pub last_used_at: Option<Micros>,
     pub revoke_run_on_replay: bool,
 }
@@ -232,7 +275,7 @@ pub trait Store: Clone + Send + Sync + 'static {
         &self,
         target: &RevokeTarget,
         issued_by: Option<&str>,
-        reason: i32,
+        reason: RevokeReason,
     ) -> impl Future<Output = Result<u64>> + Send;
 
     /// One grant by id (restricted to `issued_by`, when set).

@@ -14,8 +14,8 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
-    Store, StoreError, TOUCH_INTERVAL,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeReason,
+    RevokeTarget, Store, StoreError, TOUCH_INTERVAL,
     batch::{self, Answer, Batcher},
     micros, sql, to_u32,
 };
@@ -241,7 +241,7 @@ pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Er
         issued_at: row.try_get("issued_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
-        revoke_reason: i32::from(row.try_get::<i16, _>("revoke_reason")?),
+        revoke_reason: RevokeReason::from_code(row.try_get::<i16, _>("revoke_reason")?.into()),
         last_used_at: row.try_get("last_used_at")?,
         revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
     })
@@ -384,7 +384,7 @@ impl Store for PgStore {
         &self,
         target: &RevokeTarget,
         issued_by: Option<&str>,
-        reason: i32,
+        reason: RevokeReason,
     ) -> Result<u64> {
         let query = match target {
             RevokeTarget::Token(hash) => sqlx::query(pg!(revoke, "token_hash")).bind(&hash.0[..]),
@@ -393,7 +393,7 @@ impl Store for PgStore {
             RevokeTarget::Subject(id) => sqlx::query(pg!(revoke, "subject")).bind(id.as_str()),
         };
         let done = query
-            .bind(i16::try_from(reason).unwrap_or_default())
+            .bind(reason.code())
             .bind(issued_by)
             .execute(&self.pool)
             .await?;

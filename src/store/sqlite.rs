@@ -16,8 +16,8 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeTarget,
-    Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
+    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeReason,
+    RevokeTarget, Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
 };
 use tracing::warn;
 
@@ -109,7 +109,7 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
         issued_at: row.try_get("issued_at")?,
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
-        revoke_reason: row.try_get("revoke_reason")?,
+        revoke_reason: RevokeReason::from_code(row.try_get("revoke_reason")?),
         last_used_at: row.try_get("last_used_at")?,
         revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
     })
@@ -246,7 +246,7 @@ impl Store for SqliteStore {
         &self,
         target: &RevokeTarget,
         issued_by: Option<&str>,
-        reason: i32,
+        reason: RevokeReason,
     ) -> Result<u64> {
         let query = match target {
             RevokeTarget::Token(hash) => sqlx::query(lite!(revoke, "token_hash")).bind(&hash.0[..]),
@@ -255,7 +255,7 @@ impl Store for SqliteStore {
             RevokeTarget::Subject(id) => sqlx::query(lite!(revoke, "subject")).bind(id.as_str()),
         };
         let done = query
-            .bind(reason)
+            .bind(reason.code())
             .bind(issued_by)
             .execute(&self.pool)
             .await?;

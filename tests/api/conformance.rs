@@ -4,7 +4,9 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tessera::{
     cache::Invalidation,
-    store::{Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeTarget, SqliteStore, Store},
+    store::{
+        Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeReason, RevokeTarget, SqliteStore, Store,
+    },
     token::{GrantId, Token},
 };
 
@@ -123,7 +125,7 @@ impl Store for AnyStore {
         &self,
         t: &RevokeTarget,
         by: Option<&str>,
-        r: i32,
+        r: RevokeReason,
     ) -> tessera::store::Result<u64> {
         dispatch!(self, s => s.revoke(t, by, r).await)
     }
@@ -231,7 +233,11 @@ async fn consume_is_a_compare_and_set(store: AnyStore) {
     let (_, revoked) = new_grant("m", "r", 0, HOUR);
     store.insert(&revoked).await.unwrap();
     store
-        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .revoke(
+            &RevokeTarget::GrantId(revoked.grant_id.clone()),
+            None,
+            RevokeReason::Manual,
+        )
         .await
         .unwrap();
     assert!(store.consume(&revoked.grant_id).await.unwrap().is_none());
@@ -259,19 +265,39 @@ async fn revoke_hits_live_grants_of_the_issuer(store: AnyStore) {
     let run = RevokeTarget::RunId("run-1".into());
     assert_eq!(
         store
-            .revoke(&RevokeTarget::Token(t1.hash()), Some("other"), 1)
+            .revoke(
+                &RevokeTarget::Token(t1.hash()),
+                Some("other"),
+                RevokeReason::Manual
+            )
             .await
             .unwrap(),
         0
     );
-    assert_eq!(store.revoke(&run, Some("m"), 2).await.unwrap(), 2);
-    assert_eq!(store.revoke(&run, Some("m"), 2).await.unwrap(), 0);
-    let revoked = store.get(&a.grant_id, None).await.unwrap().unwrap();
-    assert!(revoked.revoked_at.is_some());
-    assert_eq!(revoked.revoke_reason, 2);
     assert_eq!(
         store
-            .revoke(&RevokeTarget::Subject("alice".into()), None, 3)
+            .revoke(&run, Some("m"), RevokeReason::RunEnded)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .revoke(&run, Some("m"), RevokeReason::RunEnded)
+            .await
+            .unwrap(),
+        0
+    );
+    let revoked = store.get(&a.grant_id, None).await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert_eq!(revoked.revoke_reason, Some(RevokeReason::RunEnded));
+    assert_eq!(
+        store
+            .revoke(
+                &RevokeTarget::Subject("alice".into()),
+                None,
+                RevokeReason::SubjectDisabled
+            )
             .await
             .unwrap(),
         1
@@ -283,7 +309,7 @@ async fn revoke_hits_live_grants_of_the_issuer(store: AnyStore) {
             .unwrap()
             .unwrap()
             .revoke_reason,
-        3
+        Some(RevokeReason::SubjectDisabled)
     );
 }
 
@@ -340,7 +366,11 @@ async fn sweep_deletes_only_past_retention(store: AnyStore) {
     store.consume(&used.grant_id).await.unwrap().unwrap();
     store.consume(&live.grant_id).await.unwrap().unwrap();
     store
-        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .revoke(
+            &RevokeTarget::GrantId(revoked.grant_id.clone()),
+            None,
+            RevokeReason::Manual,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -418,7 +448,11 @@ async fn listen_announces_grants_ended_early(store: AnyStore) {
     }
     store.consume(&used.grant_id).await.unwrap().unwrap(); // not the last use: no news
     store
-        .revoke(&RevokeTarget::GrantId(revoked.grant_id.clone()), None, 1)
+        .revoke(
+            &RevokeTarget::GrantId(revoked.grant_id.clone()),
+            None,
+            RevokeReason::Manual,
+        )
         .await
         .unwrap();
     store.consume(&used.grant_id).await.unwrap().unwrap(); // the last use
@@ -502,7 +536,11 @@ async fn a_claim_key_consumes_once_and_replays_after(store: AnyStore) {
         Keyed::Refused
     ));
     store
-        .revoke(&RevokeTarget::GrantId(g.grant_id.clone()), None, 1)
+        .revoke(
+            &RevokeTarget::GrantId(g.grant_id.clone()),
+            None,
+            RevokeReason::Manual,
+        )
         .await
         .unwrap();
     assert!(matches!(
@@ -543,7 +581,11 @@ async fn find_keyed_reports_the_claim_a_key_made(store: AnyStore) {
         panic!("the keyed claim consumes");
     };
     store
-        .revoke(&RevokeTarget::GrantId(g.grant_id.clone()), None, 1)
+        .revoke(
+            &RevokeTarget::GrantId(g.grant_id.clone()),
+            None,
+            RevokeReason::Manual,
+        )
         .await
         .unwrap();
     let (lookup, prior) = store

@@ -15,8 +15,8 @@ use tessera::{
     clients::{Caller, Role},
     config::DatabaseConfig,
     store::{
-        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result, RevokeTarget,
-        SqliteStore, Store,
+        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result, RevokeReason,
+        RevokeTarget, SqliteStore, Store,
     },
     token::{Token, TokenHash},
 };
@@ -73,7 +73,7 @@ impl<S: Store + Clone> Store for Recording<S> {
         self.note("consume_keyed");
         self.inner.consume_keyed(id, client, key).await
     }
-    async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: i32) -> Result<u64> {
+    async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: RevokeReason) -> Result<u64> {
         self.note("revoke");
         self.inner.revoke(t, by, r).await
     }
@@ -142,7 +142,10 @@ async fn run<S: Store + Clone>(store: S) {
     };
     let (revoked, _) = authority.mint(&minter, mint(0)).await.unwrap();
     let target = tessera::authority::Target::Token(revoked.clone());
-    authority.revoke(&minter, target, 1).await.unwrap();
+    authority
+        .revoke(&minter, target, RevokeReason::Manual)
+        .await
+        .unwrap();
     let (used, _) = authority.mint(&minter, mint(1)).await.unwrap();
     assert!(matches!(
         authority.claim(&proxy, check(&used, None)).await.unwrap(),
