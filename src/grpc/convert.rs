@@ -238,17 +238,15 @@ mod tests {
             }
         );
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn revoke_reasons_match_the_wire() {
         for reason in RevokeReason::ALL {
             let wire = pb::RevokeReason::try_from(i32::from(reason.code())).unwrap();
-            assert_eq!(wire.as_str_name(), format!("REVOKE_REASON_{}", reason.name()));
+            assert_eq!(
+                wire.as_str_name(),
+                format!("REVOKE_REASON_{}", reason.name())
+            );
             assert_eq!(RevokeReason::from_code(reason.code().into()), Some(reason));
         }
         assert_eq!(RevokeReason::from_code(0), None, "live");
