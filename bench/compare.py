@@ -2,9 +2,9 @@
 """Tessera next to PostgreSQL's own limit, in one run on one machine.
 
 For each hot operation (validate, claim, mint) this runs pgbench with the
-exact statements Tessera executes for it (printed by `tessera bench
+exact statements Tessera executes for it (printed by `tessera-bench
 --print-sql`), on the same grants table with the same number of rows and the
-same client count, then Tessera itself through `tessera bench`, and prints
+same client count, then Tessera itself through `tessera-bench`, and prints
 each pair and the ratio Tessera/pgbench.
 
 It creates a scratch database, starts one Tessera server on a free port,
@@ -77,7 +77,7 @@ def pgbench_script(statements, rows, count):
 
 
 # What each op runs: the statements pgbench replays (by Tessera op), the rows
-# they use, and the flags of `tessera bench`.
+# they use, and the flags of `tessera-bench`.
 OPS = {
     "validate": ("validate", "hot", ["--op", "validate"]),
     "validate-bounded": ("validate", "hot", ["--op", "validate", "--consistency", "bounded"]),
@@ -185,7 +185,8 @@ def main():
     parser.add_argument("--ops", default=",".join(OPS), help=f"any of {', '.join(OPS)} "
                         "(validate-2: at 2 in flight; -fresh: grants never validated before)")
     parser.add_argument("--server-args", default="", help="extra flags for the Tessera server")
-    parser.add_argument("--tessera", help="the tessera binary (default: build and use target/release/tessera)")
+    parser.add_argument("--tessera", help="the tessera binary, with tessera-bench beside it "
+                        "(default: build and use target/release/tessera)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
     ops = args.ops.split(",")
@@ -195,9 +196,11 @@ def main():
     single = args.single or 6000 * (args.duration + args.warmup)
 
     tessera = args.tessera or TESSERA
+    # The load generator is built beside the server.
+    bench_bin = os.path.join(os.path.dirname(tessera), "tessera-bench")
     if not args.tessera:
         subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    statements = json.loads(subprocess.run([tessera, "bench", "--print-sql"], check=True,
+    statements = json.loads(subprocess.run([bench_bin, "--print-sql"], check=True,
                                            capture_output=True, text=True).stdout)
     scratch = f"tessera_compare_{os.getpid()}"
     url = with_database(args.database_url, scratch)
@@ -233,7 +236,7 @@ def main():
             grants = single if op in ("claim-single", "validate-fresh") else args.hot
 
             bench = subprocess.Popen(
-                [tessera, "bench", "--target", f"127.0.0.1:{port}", *flags,
+                [bench_bin, "--target", f"127.0.0.1:{port}", *flags,
                  "--concurrency", str(clients), "--connections", str(min(args.connections, clients)),
                  "--duration", f"{args.duration}s", "--warmup", f"{args.warmup}s", "--grants", str(grants),
                  "--server-pid", str(server.pid), "--json"],
@@ -248,7 +251,7 @@ def main():
                 time.sleep(0.25)
             out = bench.communicate()[0]
             if bench.returncode != 0:
-                raise RuntimeError(f"tessera bench failed for {op}")
+                raise RuntimeError(f"tessera-bench failed for {op}")
             report = json.loads(out)
             if report["calls"] == 0 or report["errors"]:
                 raise RuntimeError(f"{op}: {report['calls']} calls answered, {report['errors']} errors: "

@@ -21,12 +21,10 @@
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.
-//! - [`bench`]: the load generator behind `tessera bench`.
 
 pub mod app;
 pub mod audit;
 pub mod authority;
-pub mod bench;
 pub mod cache;
 pub mod clients;
 pub mod config;

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the gRPC API (the default).
-    Serve(Config),
+    Serve(Box<Config>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
     /// Print a fresh client key and the clients-file entry that admits it.
@@ -33,8 +33,6 @@ enum Command {
         #[arg(required = true, value_enum)]
         roles: Vec<Role>,
     },
-    /// Load a running server over gRPC and report throughput and latency.
-    Bench(tessera::bench::BenchArgs),
     /// Ask a running server whether it is SERVING; exit 0 if so, 1 if not
     /// (for container health checks that cannot speak gRPC themselves).
     Health {
@@ -52,7 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         None => serve(cli.serve).await,
-        Some(Command::Serve(config)) => serve(config).await,
+        Some(Command::Serve(config)) => serve(*config).await,
         Some(Command::Migrate(db)) => {
             let _logs = telemetry::init(tessera::config::LogFormat::Text);
             Backend::open(&db)?.migrate().await?;
@@ -76,22 +74,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Health { addr, service }) => health(addr, service).await,
-        Some(Command::Bench(args)) if args.print_sql => {
-            let statements: std::collections::BTreeMap<_, _> =
-                tessera::store::postgres::HOT_PATH.into_iter().collect();
-            println!("{}", serde_json::to_string_pretty(&statements)?);
-            Ok(())
-        }
-        Some(Command::Bench(args)) => {
-            let json = args.json;
-            let report = tessera::bench::run(args).await?;
-            if json {
-                println!("{}", serde_json::to_string(&report)?);
-            } else {
-                report.print_text();
-            }
-            Ok(())
-        }
     }
 }
 

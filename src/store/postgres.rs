@@ -31,7 +31,7 @@ macro_rules! pg {
 }
 
 /// The statements each hot RPC runs on success, in order and by name, for
-/// `tessera bench --print-sql`: bench/compare.py hands them to pgbench.
+/// `tessera-bench --print-sql`: bench/compare.py hands them to pgbench.
 pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
     ("validate", &[("find", pg!(find))]),
     ("claim", &[("find", pg!(find)), ("consume", pg!(consume))]),

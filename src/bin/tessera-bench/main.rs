@@ -1,0 +1,40 @@
+//! `tessera-bench`: a closed-loop load generator over real gRPC, a binary
+//! of its own so that the service carries none of it.
+//!
+//! `concurrency` tasks share `connections` HTTP/2 connections; each task
+//! sends its next call as soon as the previous one answered, for
+//! `duration` after a warm-up. Latency is measured per call on the client;
+//! the server's peak RSS is read from /proc when the server runs on this
+//! machine. `--print-sql` prints the statements each hot call runs on
+//! PostgreSQL, for bench/compare.py to hand to pgbench.
+
+mod load;
+mod report;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    args: load::BenchArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Cli::parse().args;
+    if args.print_sql {
+        let statements: std::collections::BTreeMap<_, _> =
+            tessera::store::postgres::HOT_PATH.into_iter().collect();
+        println!("{}", serde_json::to_string_pretty(&statements)?);
+        return Ok(());
+    }
+    let json = args.json;
+    let report = load::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print_text();
+    }
+    Ok(())
+}
