@@ -5,6 +5,8 @@ use std::{env, path::PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    // `sqlx::migrate!` embeds migrations/ at compile time.
+    println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(["tessera/v1/authority.proto"], ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(

@@ -8,7 +8,6 @@ use std::{
 
 use sqlx::{
     PgPool, Row,
-    migrate::{Migration, MigrationType, Migrator},
     postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
     types::Json,
 };
@@ -249,39 +248,9 @@ pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Er
 
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        use sqlx::SqlSafeStr;
-        let migration = |version, name: &'static str, sql: &'static str| {
-            Migration::new(
-                version,
-                name.into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        };
-        let migrator = Migrator::with_migrations(vec![
-            migration(
-                1,
-                "grants",
-                include_str!("../../migrations/postgres/0001_grants.sql"),
-            ),
-            migration(
-                2,
-                "invalidate",
-                include_str!("../../migrations/postgres/0002_invalidate.sql"),
-            ),
-            migration(
-                3,
-                "claim keys",
-                include_str!("../../migrations/postgres/0003_claim_keys.sql"),
-            ),
-            migration(
-                4,
-                "revoke run on replay",
-                include_str!("../../migrations/postgres/0004_revoke_run_on_replay.sql"),
-            ),
-        ]);
-        migrator.run(&self.pool).await?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&self.pool)
+            .await?;
         Ok(())
     }
 

@@ -8,7 +8,6 @@ use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
     Row, SqlitePool,
-    migrate::{Migration, MigrationType, Migrator},
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
@@ -117,34 +116,7 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
 
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        use sqlx::SqlSafeStr;
-        let migration = |version, name: &'static str, sql: &'static str| {
-            Migration::new(
-                version,
-                name.into(),
-                MigrationType::Simple,
-                sql.into_sql_str(),
-                false,
-            )
-        };
-        let migrator = Migrator::with_migrations(vec![
-            migration(
-                1,
-                "grants",
-                include_str!("../../migrations/sqlite/0001_grants.sql"),
-            ),
-            migration(
-                2,
-                "claim keys",
-                include_str!("../../migrations/sqlite/0002_claim_keys.sql"),
-            ),
-            migration(
-                3,
-                "revoke run on replay",
-                include_str!("../../migrations/sqlite/0003_revoke_run_on_replay.sql"),
-            ),
-        ]);
-        migrator.run(&self.pool).await?;
+        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
         Ok(())
     }
 
