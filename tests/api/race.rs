@@ -29,10 +29,7 @@ async fn racing_claims_of_many_tokens_take_each_use_once(backend: Backend) {
         };
         tokens.push(app.mint("minter", minted).await.unwrap().token);
     }
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(channel(app.addr).await);
-    }
+    let channels = channels(&app, 4).await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(320));
     let tasks: Vec<_> = (0..320)
         .map(|n| {
@@ -68,10 +65,7 @@ async fn racing_claims_of_many_tokens_take_each_use_once(backend: Backend) {
 /// its token claims its own payload.
 async fn racing_mints_each_get_their_own_grant(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(channel(app.addr).await);
-    }
+    let channels = channels(&app, 4).await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -139,10 +133,7 @@ async fn racing_validates_each_get_their_own_answer(backend: Backend) {
     for _ in 0..5 {
         expected.push((tessera::token::Token::generate().into_plaintext(), None));
     }
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(channel(app.addr).await);
-    }
+    let channels = channels(&app, 4).await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(200));
     let tasks: Vec<_> = (0..200)
         .map(|i| {
@@ -167,6 +158,15 @@ async fn racing_validates_each_get_their_own_answer(backend: Backend) {
             None => assert_eq!(answer.denial, Denial::TokenUnknown as i32),
         }
     }
+}
+
+/// `n` connections to the server, for calls that race over several.
+async fn channels(app: &TestApp, n: usize) -> Vec<Channel> {
+    let mut channels = Vec::with_capacity(n);
+    for _ in 0..n {
+        channels.push(channel(app.addr).await);
+    }
+    channels
 }
 
 /// Fires `n` claims of `token` at once, spread over `channels`; returns

@@ -115,7 +115,7 @@ struct Tally {
 }
 
 #[derive(Clone)]
-struct Caller {
+pub(crate) struct Caller {
     client: TokenAuthorityClient<Channel>,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
     consistency: pb::Consistency,
@@ -132,7 +132,7 @@ impl Caller {
         request
     }
 
-    async fn mint(&mut self, i: usize) -> Result<String, tonic::Status> {
+    pub(crate) async fn mint(&mut self, i: usize) -> Result<String, tonic::Status> {
         let message = pb::MintRequest {
             subject: format!("bench-subject-{}", i % 100),
             run_id: format!("bench-run-{}", i % 1000),
@@ -153,7 +153,7 @@ impl Caller {
     }
 
     /// One call of `op`; returns the outcome's name.
-    async fn call(
+    pub(crate) async fn call(
         &mut self,
         op: Op,
         tokens: &[String],
@@ -208,7 +208,7 @@ impl Caller {
         result.unwrap_or_else(|status| format!("error:{:?}", status.code()))
     }
 
-    async fn revoke(&mut self, token: String) -> String {
+    pub(crate) async fn revoke(&mut self, token: String) -> String {
         let m = pb::RevokeRequest {
             target: Some(Target::Token(token)),
             reason: pb::RevokeReason::Manual as i32,
@@ -279,7 +279,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             consistency: pb::Consistency::Bounded,
             ..connect(replica).await?
         };
-        let delays = propagation(&args, callers.swap_remove(0), on_replica).await?;
+        let delays = crate::propagation::run(&args, callers.swap_remove(0), on_replica).await?;
         return Ok(report(&args, delays, BTreeMap::new(), None));
     }
 
@@ -360,50 +360,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         }
     }
     Ok(report(&args, latencies, outcomes, Some(window)))
-}
-
-/// Mint on the target, cache it on the replica, revoke on the target, then
-/// ask the replica (BOUNDED) until it refuses: the delay after the revoke
-/// was acknowledged, in microseconds, once per round for `--duration`.
-async fn propagation(
-    args: &BenchArgs,
-    mut target: Caller,
-    mut replica: Caller,
-) -> anyhow::Result<Vec<u32>> {
-    let end = Instant::now() + args.duration;
-    let mut delays = Vec::new();
-    let mut minted = Vec::new();
-    let mut round = 0;
-    while Instant::now() < end {
-        round += 1;
-        let token = target.mint(round).await?;
-        for _ in 0..2 {
-            let outcome = replica
-                .call(Op::Validate, std::slice::from_ref(&token), 0, &mut minted)
-                .await;
-            anyhow::ensure!(
-                outcome == "valid",
-                "replica does not see a fresh grant: {outcome}"
-            );
-        }
-        let revoked = target.revoke(token.clone()).await;
-        anyhow::ensure!(revoked == "revoked", "revoke failed: {revoked}");
-        let acknowledged = Instant::now();
-        loop {
-            let outcome = replica
-                .call(Op::Validate, std::slice::from_ref(&token), 0, &mut minted)
-                .await;
-            if outcome != "valid" {
-                break;
-            }
-            anyhow::ensure!(
-                acknowledged.elapsed() < Duration::from_secs(30),
-                "revoke never reached the replica"
-            );
-        }
-        delays.push(u32::try_from(acknowledged.elapsed().as_micros()).unwrap_or(u32::MAX));
-    }
-    Ok(delays)
 }
 
 /// Mints `args.grants` tokens with every task at once, showing progress on a terminal.

@@ -9,6 +9,7 @@
 //! PostgreSQL, for bench/compare.py to hand to pgbench.
 
 mod load;
+mod propagation;
 mod report;
 
 use clap::Parser;
