@@ -139,10 +139,13 @@ pub(super) async fn find(pool: PgPool, hashes: Vec<TokenHash>) -> Vec<Answer<Opt
 /// A use taken: the grant after it, and its sealed payload.
 pub(super) type Taken = Option<(Grant, Vec<u8>)>;
 
-/// Takes one use of each grant in one statement, one commit. A grant named
-/// twice in a batch takes its second use alone, after: one `UPDATE` touches
-/// a row once. A statement the database refused (a deadlock, a timeout)
-/// rolled back, so its calls run alone; a broken connection may have
+/// Takes one use of each grant in one statement, one commit. Only grants
+/// the statement updated are answered here; every other call runs alone,
+/// after it, and gets its answer from the plain compare-and-set: a grant
+/// with no use left, a row another transaction held (skipped rather than
+/// waited for), and the second claim of a grant named twice (one `UPDATE`
+/// touches a row once). A statement the database refused (a timeout)
+/// rolled back, so its calls run alone too; a broken connection may have
 /// committed, so its calls are UNAVAILABLE and nothing is run again.
 pub(super) async fn consume(pool: PgPool, ids: Vec<String>) -> Vec<Answer<Taken>> {
     let mut distinct: Vec<&str> = Vec::with_capacity(ids.len());
@@ -151,15 +154,12 @@ pub(super) async fn consume(pool: PgPool, ids: Vec<String>) -> Vec<Answer<Taken>
             distinct.push(id);
         }
     }
-    let rows = match distinct.len() {
-        1 => sqlx::query(sql::consume!("tessera_now_us()")).bind(distinct[0]),
-        _ => sqlx::query(sql::consume_many!("tessera_now_us()")).bind(distinct.clone()),
-    }
-    .fetch_all(&pool)
-    .await;
+    let rows = sqlx::query(sql::consume_many!("tessera_now_us()"))
+        .bind(distinct)
+        .fetch_all(&pool)
+        .await;
     let rows = match rows {
         Ok(rows) => rows,
-        Err(err) if ids.len() == 1 => return vec![Answer::Failed(err)],
         Err(sqlx::Error::Database(err)) => {
             warn!(error = %err, claims = ids.len(), "a batch of claims was refused; each runs alone");
             return ids.iter().map(|_| Answer::Alone).collect();
@@ -177,14 +177,10 @@ pub(super) async fn consume(pool: PgPool, ids: Vec<String>) -> Vec<Answer<Taken>
             taken.insert(grant.grant_id.clone(), (grant, sealed));
         }
     }
-    let mut answered: Vec<&str> = Vec::with_capacity(ids.len());
     ids.iter()
-        .map(|id| {
-            if answered.contains(&id.as_str()) {
-                return Answer::Alone;
-            }
-            answered.push(id);
-            Answer::Done(taken.remove(id.as_str()))
+        .map(|id| match taken.remove(id.as_str()) {
+            Some(use_taken) => Answer::Done(Some(use_taken)),
+            None => Answer::Alone,
         })
         .collect()
 }

@@ -180,15 +180,17 @@ macro_rules! consume {
 }
 
 /// [`consume!`] for many grants at once (`$1` an array of distinct grant
-/// ids): each row is re-checked and takes one use, exactly as alone. The
-/// rows are locked in grant id order first, so batches running at once
-/// wait for each other instead of deadlocking.
+/// ids): each row is re-checked and takes one use, exactly as alone. Rows
+/// another transaction holds are skipped, not waited for, so that one
+/// locked row never holds up a batch (its claim then runs alone, and waits
+/// alone); the others are locked in grant id order, so batches never
+/// deadlock.
 macro_rules! consume_many {
     ($now:literal) => {
         concat!(
             "WITH locked AS (SELECT g.grant_id AS locked_id FROM grants g \
              JOIN unnest($1::text[]) AS wanted(id) ON g.grant_id = wanted.id \
-             ORDER BY g.grant_id FOR UPDATE OF g) \
+             ORDER BY g.grant_id FOR UPDATE OF g SKIP LOCKED) \
              UPDATE grants SET use_count = use_count + 1, last_used_at = ",
             $now,
             ", used_up_at = CASE WHEN max_uses > 0 AND use_count + 1 >= max_uses THEN ",

@@ -89,3 +89,35 @@ async fn sigterm_exits_within_the_grace_period_with_a_call_stuck() {
     );
     drop(lock);
 }
+
+/// Claims are taken in batches on PostgreSQL; a row held by another
+/// transaction must not hold up the claims batched with it. With four
+/// claims waiting on a locked grant (more than the batches running at
+/// once), claims of other grants are still answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_row_holds_up_only_its_own_claims() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        others.push(app.mint("minter", mint_req("u")).await.unwrap().token);
+    }
+    let held = HeldClaims::start(&app, "minter", 6).await;
+    let started = Instant::now();
+    let claims: Vec<_> = others
+        .iter()
+        .map(|token| {
+            let mut client = app.client();
+            let request = app.req("proxy", claim(token));
+            tokio::spawn(async move { client.claim(request).await })
+        })
+        .collect();
+    for call in claims {
+        assert!(call.await.unwrap().unwrap().into_inner().claimed);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not held up by the locked row: {:?}",
+        started.elapsed()
+    );
+    held.release().await;
+}
