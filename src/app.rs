@@ -14,7 +14,7 @@ use crate::{
     authority::{Authority, Policy},
     cache::GrantCache,
     clients::Clients,
-    config::{Config, DatabaseConfig},
+    config::{Config, DatabaseConfig, Limits},
     grpc::{self, SERVICE_NAME},
     pb,
     store::{PgStore, SqliteStore, Store},
@@ -169,7 +169,7 @@ async fn serve<S: Store + Clone>(
             )
     };
     let limits = &config.limits;
-    let service = grpc::server(authority.clone(), app.clients.clone(), limits.admission());
+    let service = grpc::server(authority.clone(), app.clients.clone(), admission(limits));
     let addr = app.local_addr();
     let incoming = TcpIncoming::from(app.listener).with_nodelay(Some(true));
     info!(%addr, database = %crate::config::redact_url(&config.database.url), "serving");
@@ -217,6 +217,20 @@ async fn serve<S: Store + Clone>(
     let _ = tokio::time::timeout(grace_period, store.close()).await;
     info!("stopped");
     result.context("serving gRPC")
+}
+
+/// What the gate admits: the per-client share defaults to half the total
+/// (at least one call) and never exceeds it.
+fn admission(limits: &Limits) -> grpc::Admission {
+    let share = limits
+        .max_in_flight_per_client
+        .unwrap_or(limits.max_in_flight.div_ceil(2))
+        .min(limits.max_in_flight);
+    grpc::Admission {
+        max_in_flight: limits.max_in_flight,
+        max_in_flight_per_client: share,
+        body_timeout: limits.body_timeout,
+    }
 }
 
 async fn stop_task(task: JoinHandle<()>) {

@@ -190,22 +190,6 @@ pub struct Limits {
     pub http2_keepalive_timeout: Duration,
 }
 
-impl Limits {
-    /// What the gate admits: the per-client share defaults to half the
-    /// total (at least one call) and never exceeds it.
-    pub fn admission(&self) -> crate::grpc::Admission {
-        let share = self
-            .max_in_flight_per_client
-            .unwrap_or(self.max_in_flight.div_ceil(2))
-            .min(self.max_in_flight);
-        crate::grpc::Admission {
-            max_in_flight: self.max_in_flight,
-            max_in_flight_per_client: share,
-            body_timeout: self.body_timeout,
-        }
-    }
-}
-
 /// Where grants live; shared by `serve` and `migrate`.
 #[derive(Args, Clone)]
 pub struct DatabaseConfig {

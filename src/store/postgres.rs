@@ -468,10 +468,6 @@ async fn prior_claim(
         .bind(&key_hash[..])
         .fetch_optional(pool)
         .await?;
-    let Some(row) = row else { return Ok(None) };
-    let mut grant = grant_from_row(&row)?;
-    grant.use_count = to_u32(row.try_get("use_number")?);
-    grant.last_used_at = Some(row.try_get("claimed_at")?);
-    Ok(Some(Keyed::Replayed(grant, row.try_get("sealed_payload")?)))
+    Ok(row.as_ref().map(replayed_from_row).transpose()?)
 }
 sql::row_readers!(PgRow);

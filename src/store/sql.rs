@@ -131,6 +131,14 @@ macro_rules! row_readers {
             })
         }
 
+        /// A row of [`sql::prior_claim!`]: the grant as that claim left it.
+        fn replayed_from_row(row: &$row) -> std::result::Result<Keyed, sqlx::Error> {
+            let mut grant = grant_from_row(row)?;
+            grant.use_count = to_u32(row.try_get("use_number")?);
+            grant.last_used_at = Some(row.try_get("claimed_at")?);
+            Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?))
+        }
+
         /// The prior claim in a row of [`sql::find_keyed!`], if there is one.
         fn prior_from_row(row: &$row) -> std::result::Result<Option<Prior>, sqlx::Error> {
             let Some(use_number) = row.try_get::<Option<i64>, _>("prior_use")? else {
@@ -299,72 +307,15 @@ macro_rules! consume_keyed {
             $crate::store::sql::grant_columns!(),
             ", sealed_payload), recorded AS (INSERT INTO claim_keys \
              (grant_id, client_id, key_hash, use_number, claimed_at) \
-             SELECT grant_id, $2, $3, use_count, last_used_at FROM used RETURNING 1) \
-             SELECT used.*, (SELECT count(*) FROM recorded) AS recorded FROM used"
+             SELECT grant_id, $2, $3, use_count, last_used_at FROM used) \
+             SELECT * FROM used"
         )
-    };
-}
-
-/// Writes `keyed_claim`, the transaction behind `Store::consume_keyed` on
-/// SQLite (which has no writes inside `WITH`; PostgreSQL runs
-/// [`consume_keyed!`] instead): `$pool` its pool type, `$consume` its
-/// dialect's `consume!`. Uses the store module's `grant_from_row`.
-macro_rules! keyed_claim {
-    ($pool:ty, $consume:expr) => {
-        async fn keyed_claim(
-            pool: &$pool,
-            grant_id: &str,
-            client_id: &str,
-            key_hash: &[u8; 32],
-        ) -> Result<Keyed> {
-            let mut tx = pool.begin().await?;
-            let reserved = sqlx::query(sql::reserve_key!())
-                .bind(grant_id)
-                .bind(client_id)
-                .bind(&key_hash[..])
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if reserved == 0 {
-                let row = sqlx::query(sql::prior_claim!())
-                    .bind(grant_id)
-                    .bind(client_id)
-                    .bind(&key_hash[..])
-                    .fetch_one(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                let mut grant = grant_from_row(&row)?;
-                grant.use_count = to_u32(row.try_get("use_number")?);
-                grant.last_used_at = Some(row.try_get("claimed_at")?);
-                return Ok(Keyed::Replayed(grant, row.try_get("sealed_payload")?));
-            }
-            let Some(row) = sqlx::query($consume)
-                .bind(grant_id)
-                .fetch_optional(&mut *tx)
-                .await?
-            else {
-                tx.rollback().await?;
-                return Ok(Keyed::Refused);
-            };
-            let grant = grant_from_row(&row)?;
-            sqlx::query(sql::record_key!())
-                .bind(grant_id)
-                .bind(client_id)
-                .bind(&key_hash[..])
-                .bind(i64::from(grant.use_count))
-                .bind(grant.last_used_at)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
-        }
     };
 }
 
 pub(crate) use {
     consume, consume_keyed, consume_many, find, find_keyed, find_many, get, grant_columns, insert,
-    insert_many, keyed_claim, live, prior_claim, record_key, reserve_key, revoke, row_readers,
-    sweep, touch,
+    insert_many, live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

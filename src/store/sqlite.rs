@@ -284,5 +284,52 @@ impl Store for SqliteStore {
     }
 }
 
-sql::keyed_claim!(SqlitePool, lite!(consume));
+/// The transaction behind a keyed claim (SQLite has no writes inside
+/// `WITH`, so PostgreSQL's one statement is three here): reserve the key,
+/// take the use, record it. A key already recorded returns its claim; a
+/// racing insert of the same key waits for the writer lock first.
+async fn keyed_claim(
+    pool: &SqlitePool,
+    grant_id: &str,
+    client_id: &str,
+    key_hash: &[u8; 32],
+) -> Result<Keyed> {
+    let mut tx = pool.begin().await?;
+    let reserved = sqlx::query(sql::reserve_key!())
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    if reserved == 0 {
+        let row = sqlx::query(sql::prior_claim!())
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        return Ok(replayed_from_row(&row)?);
+    }
+    let Some(row) = sqlx::query(lite!(consume))
+        .bind(grant_id)
+        .fetch_optional(&mut *tx)
+        .await?
+    else {
+        tx.rollback().await?;
+        return Ok(Keyed::Refused);
+    };
+    let grant = grant_from_row(&row)?;
+    sqlx::query(sql::record_key!())
+        .bind(grant_id)
+        .bind(client_id)
+        .bind(&key_hash[..])
+        .bind(i64::from(grant.use_count))
+        .bind(grant.last_used_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
+}
 sql::row_readers!(SqliteRow);
