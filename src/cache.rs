@@ -22,6 +22,7 @@ use std::{
 };
 
 use crate::{
+    metrics::CacheCounters,
     store::{Grant, Lookup, Micros, micros},
     token::TokenHash,
 };
@@ -47,6 +48,7 @@ pub struct GrantCache {
     /// only other made-up tokens, never a live grant.
     absent_capacity: usize,
     live: AtomicBool,
+    counters: CacheCounters,
 }
 
 #[derive(Default)]
@@ -86,13 +88,14 @@ fn make_room<V>(map: &mut HashMap<TokenHash, V>, capacity: usize) {
 }
 
 impl GrantCache {
-    pub fn new(max_age: Duration, capacity: usize) -> Self {
+    pub fn new(max_age: Duration, capacity: usize, counters: CacheCounters) -> Self {
         Self {
             state: Mutex::new(State::default()),
             max_age,
             capacity,
             absent_capacity: capacity.div_ceil(4),
             live: AtomicBool::new(false),
+            counters,
         }
     }
 
@@ -108,6 +111,15 @@ impl GrantCache {
     /// grant for; or, on a miss, a ticket to hand to [`Self::fill`] after
     /// reading the database (`None` when nothing may be cached now).
     pub fn get(&self, hash: &TokenHash) -> Result<Option<Lookup>, Option<Ticket>> {
+        let found = self.lookup(hash);
+        match found {
+            Ok(_) => self.counters.hits.inc(),
+            Err(_) => self.counters.misses.inc(),
+        };
+        found
+    }
+
+    fn lookup(&self, hash: &TokenHash) -> Result<Option<Lookup>, Option<Ticket>> {
         if self.capacity == 0 || !self.live.load(Ordering::Acquire) {
             return Err(None);
         }
@@ -177,6 +189,7 @@ impl GrantCache {
     }
 
     pub fn invalidate(&self, hash: &TokenHash) {
+        self.counters.invalidations.inc();
         let mut state = self.state();
         state.ready.remove(hash);
         state.absent.remove(hash);
@@ -186,6 +199,7 @@ impl GrantCache {
     /// Forgets every grant `matches` selects (a revoke by run or subject),
     /// and every fetch under way, whose grant is not known yet.
     pub fn invalidate_matching(&self, matches: impl Fn(&Grant) -> bool) {
+        self.counters.invalidations.inc();
         let mut state = self.state();
         state.ready.retain(|_, entry| !matches(&entry.grant));
         state.pending.clear();
@@ -253,7 +267,7 @@ mod tests {
     }
 
     fn live_cache(max_age: Duration, capacity: usize) -> GrantCache {
-        let cache = GrantCache::new(max_age, capacity);
+        let cache = GrantCache::new(max_age, capacity, CacheCounters::default());
         cache.apply(Invalidation::Resumed);
         cache
     }
@@ -271,7 +285,7 @@ mod tests {
     #[test]
     fn answers_only_while_live_and_fresh() {
         let hash = Token::generate().hash();
-        let cache = GrantCache::new(Duration::from_secs(60), 10);
+        let cache = GrantCache::new(Duration::from_secs(60), 10, CacheCounters::default());
         assert!(
             matches!(cache.get(&hash), Err(None)),
             "not live yet: no ticket"

@@ -5,7 +5,12 @@
 //! a client runs over digests, never over the secret itself, and the server
 //! holds no key it could leak.
 
-use std::{collections::HashMap, fmt, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    path::Path,
+    sync::{Arc, RwLock},
+};
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -21,6 +26,8 @@ pub enum Role {
     Revoke,
     /// Sees, lists and revokes every client's grants.
     Admin,
+    /// Reads `/metrics` (whose counts include the hidden reasons of refusals).
+    Metrics,
 }
 
 impl Role {
@@ -35,6 +42,7 @@ impl Role {
             Role::Claim => "claim",
             Role::Revoke => "revoke",
             Role::Admin => "admin",
+            Role::Metrics => "metrics",
         }
     }
 }
@@ -113,6 +121,7 @@ impl Clients {
             Role::Claim,
             Role::Revoke,
             Role::Admin,
+            Role::Metrics,
         ];
         Self {
             by_key: HashMap::new(),
@@ -124,10 +133,13 @@ impl Clients {
         self.dev.is_some()
     }
 
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading clients file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("in clients file {}", path.display()))
+    /// How many clients the file lists (0 in dev mode).
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
     }
 
     pub fn parse(text: &str) -> anyhow::Result<Self> {
@@ -168,6 +180,72 @@ impl Clients {
                 .ok_or(AuthError::Unauthenticated),
         }
     }
+}
+
+/// The clients in force. A reload replaces them whole: a call
+/// authenticates against one file's clients, never a mix of two.
+pub struct Directory {
+    current: RwLock<Arc<Clients>>,
+    /// SHA-256 of the file last read, loaded or not, so that a bad file is
+    /// reported once, not at every look.
+    seen: RwLock<[u8; 32]>,
+}
+
+impl Directory {
+    pub fn new(clients: Clients) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(clients)),
+            seen: RwLock::default(),
+        }
+    }
+
+    /// Reads `path` at start: its clients, and its digest for [`Self::reload`].
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = read(path)?;
+        let clients = Clients::parse(&text).with_context(|| at(path))?;
+        let directory = Self::new(clients);
+        *directory.seen.write().unwrap_or_else(|p| p.into_inner()) = digest(&text);
+        Ok(directory)
+    }
+
+    pub fn get(&self) -> Arc<Clients> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Reads `path` again: `Ok(Some(count))` if it changed and its clients
+    /// are now in force, `Ok(None)` if it is as last read, an error (and the
+    /// old clients still in force) if it changed but does not load.
+    pub fn reload(&self, path: &Path) -> anyhow::Result<Option<usize>> {
+        let text = read(path)?;
+        {
+            let mut seen = self.seen.write().unwrap_or_else(|p| p.into_inner());
+            if *seen == digest(&text) {
+                return Ok(None);
+            }
+            *seen = digest(&text);
+        }
+        let clients = Clients::parse(&text).with_context(|| at(path))?;
+        let count = clients.len();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(clients);
+        Ok(Some(count))
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path)
+        .with_context(|| format!("reading clients file {}", path.display()))
+}
+
+fn at(path: &Path) -> String {
+    format!("in clients file {}", path.display())
+}
+
+fn digest(text: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes()).into()
 }
 
 #[cfg(test)]

@@ -18,7 +18,11 @@
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
 //! - [`usage`]: Validate's `last_used_at`, noted per call and written in bulk.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
+//! - [`door`]: keys, roles and in-flight shares, for gRPC and HTTP alike.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
+//! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
+//! - [`net`]: listening, TLS and its reloads; [`observe`]: metrics and access lines per call.
+//! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.
 
@@ -28,10 +32,15 @@ pub mod authority;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod door;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
+pub mod http;
 pub mod input;
+pub mod metrics;
+pub mod net;
+pub mod observe;
 pub mod rules;
 pub mod seal;
 pub mod store;

@@ -5,6 +5,7 @@ use tessera::{
     app::{App, Backend},
     clients::Role,
     config::{Config, DatabaseConfig},
+    net::ClientTls,
     telemetry,
     token::ClientKey,
 };
@@ -36,12 +37,14 @@ enum Command {
     /// Ask a running server whether it is SERVING; exit 0 if so, 1 if not
     /// (for container health checks that cannot speak gRPC themselves).
     Health {
-        /// The server's address.
-        #[arg(long, default_value = "127.0.0.1:50051")]
-        addr: std::net::SocketAddr,
+        /// The server's address, `host:port`.
+        #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
+        addr: String,
         /// Service to ask about ("" = the whole server).
         #[arg(long, default_value = "")]
         service: String,
+        #[command(flatten)]
+        tls: ClientTls,
     },
 }
 
@@ -73,14 +76,15 @@ async fn main() -> anyhow::Result<()> {
             println!("roles = [{}]", roles.join(", "));
             Ok(())
         }
-        Some(Command::Health { addr, service }) => health(addr, service).await,
+        Some(Command::Health { addr, service, tls }) => health(&addr, service, &tls).await,
     }
 }
 
-async fn health(addr: std::net::SocketAddr, service: String) -> anyhow::Result<()> {
+async fn health(addr: &str, service: String, tls: &ClientTls) -> anyhow::Result<()> {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
     let timeout = std::time::Duration::from_secs(2);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+    let channel = tls
+        .endpoint(addr)?
         .connect_timeout(timeout)
         .timeout(timeout)
         .connect()

@@ -46,6 +46,25 @@ pub struct Check {
     pub claim_key: Option<String>,
 }
 
+impl Check {
+    /// A check without a claim key, its fields within their limits.
+    pub fn new(
+        token: String,
+        required_scopes: Vec<String>,
+        subject: String,
+        bounded: bool,
+    ) -> crate::input::Result<Self> {
+        crate::input::token("token", &token)?;
+        Ok(Self {
+            token,
+            required_scopes: crate::input::scopes("required_scopes", required_scopes)?,
+            subject: crate::input::optional_id("subject", subject)?,
+            bounded,
+            claim_key: None,
+        })
+    }
+}
+
 impl std::fmt::Debug for Check {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Check")
@@ -113,6 +132,25 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Unsealable(#[from] Unsealable),
+}
+
+impl Error {
+    /// Logs the detail of a service failure (SQL, driver, host names),
+    /// which never goes onto the wire; client mistakes are not logged.
+    pub fn log(&self) {
+        match self {
+            Error::Store(StoreError::Unavailable(source)) => {
+                tracing::error!(error = %source, "database unavailable");
+            }
+            Error::Store(StoreError::Internal(source)) => {
+                tracing::error!(error = %source, "database error");
+            }
+            Error::Unsealable(source) => {
+                tracing::error!(error = %source, "stored payload does not open");
+            }
+            Error::Invalid(_) | Error::NotFound => {}
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

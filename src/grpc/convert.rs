@@ -42,22 +42,6 @@ fn ttl(ttl: prost_types::Duration) -> input::Result<Duration> {
     }
 }
 
-fn check(
-    token: String,
-    required_scopes: Vec<String>,
-    subject: String,
-    bounded: bool,
-) -> input::Result<Check> {
-    input::token("token", &token)?;
-    Ok(Check {
-        token,
-        required_scopes: input::scopes("required_scopes", required_scopes)?,
-        subject: input::optional_id("subject", subject)?,
-        bounded,
-        claim_key: None,
-    })
-}
-
 pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
     let bounded = match pb::Consistency::try_from(req.consistency) {
         Ok(pb::Consistency::Full) => false,
@@ -66,7 +50,7 @@ pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
             return Err(InvalidInput::new("consistency", "must be FULL or BOUNDED"));
         }
     };
-    check(req.token, req.required_scopes, req.subject, bounded)
+    Check::new(req.token, req.required_scopes, req.subject, bounded)
 }
 
 /// Claim always asks the database: its compare-and-set is the point.
@@ -74,7 +58,7 @@ pub fn claim_check(req: pb::ClaimRequest) -> input::Result<Check> {
     let claim_key = input::claim_key("claim_key", req.claim_key)?;
     Ok(Check {
         claim_key,
-        ..check(req.token, req.required_scopes, req.subject, false)?
+        ..Check::new(req.token, req.required_scopes, req.subject, false)?
     })
 }
 

@@ -1,30 +1,18 @@
-//! The gate in front of `TokenAuthority`: who may call, and how many at once.
+//! The gate in front of `TokenAuthority`: the [`Door`] applied to gRPC.
 //!
-//! Everything a call must pass before it costs the server anything is
-//! decided here from the headers and the path alone, before the body is
-//! read: the bearer key, then the role the method needs. A refusal is
-//! audited with the method and answered at once.
-//!
-//! Only then is the body received, under a short deadline and a size limit,
-//! and only a call whose body has fully arrived takes an in-flight permit:
-//! one from its client's share and one from the server's total. So a client
-//! that opens streams and never finishes them holds no permit, and a client
-//! that floods the server with real calls is shed at its share while the
-//! others keep theirs. Shedding answers RESOURCE_EXHAUSTED at once rather
-//! than queueing: queued calls only grow latency and memory until clients
-//! time out, while a quick refusal lets them back off or try another
-//! replica.
+//! The key and the role the method needs are checked from the headers and
+//! the path alone, before the body is read; a refusal is audited with the
+//! method and answered at once. Then the body is received under a short
+//! deadline and a size limit, and only then does the call take its
+//! in-flight permits (RESOURCE_EXHAUSTED at once when there are none).
 
 use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{
     Status,
     body::Body,
@@ -34,53 +22,32 @@ use tonic::{
 use tracing::{debug, info};
 
 use crate::{
-    audit,
-    clients::{AuthError, Caller, Clients, Role},
+    clients::{Caller, Role},
+    door::{Credentials, Door},
     input::MAX_MESSAGE,
 };
 
-/// How many calls run at once, in all and per client, and how long a body
-/// may take to arrive.
-#[derive(Debug, Clone, Copy)]
-pub struct Admission {
-    pub max_in_flight: usize,
-    pub max_in_flight_per_client: usize,
-    pub body_timeout: Duration,
-}
-
-/// Wraps the `TokenAuthority` service; clones share the permits.
+/// Wraps the `TokenAuthority` service; clones share the door.
 #[derive(Clone)]
 pub struct Gate<S> {
     inner: S,
-    shared: Arc<Shared>,
-}
-
-struct Shared {
-    clients: Arc<Clients>,
-    admission: Admission,
-    total: Arc<Semaphore>,
-    /// One semaphore per client id, made on its first call. A std mutex:
-    /// it is held for a map lookup, never across an await.
-    per_client: Mutex<HashMap<String, Arc<Semaphore>>>,
+    door: Arc<Door>,
 }
 
 impl<S> Gate<S> {
-    pub fn new(inner: S, clients: Arc<Clients>, admission: Admission) -> Self {
-        Self {
-            inner,
-            shared: Arc::new(Shared {
-                clients,
-                total: Arc::new(Semaphore::new(admission.max_in_flight)),
-                admission,
-                per_client: Mutex::default(),
-            }),
-        }
+    pub fn new(inner: S, door: Arc<Door>) -> Self {
+        Self { inner, door }
     }
 }
 
 impl<S: NamedService> NamedService for Gate<S> {
     const NAME: &'static str = S::NAME;
 }
+
+/// The caller a response was served to, in the response's extensions, for
+/// the access log.
+#[derive(Clone)]
+pub struct Served(pub Arc<Caller>);
 
 /// The role each method needs; `None`: any authenticated client (operator
 /// reads, and methods that do not exist, which the service answers
@@ -97,9 +64,14 @@ fn role_for(method: &str) -> Option<Role> {
 
 /// The method as the audit trail names it: the path is the caller's text,
 /// so only the service's own method names are repeated.
-fn logged(method: &str) -> &str {
+pub fn logged(method: &str) -> &'static str {
     match method {
-        "Mint" | "Validate" | "Claim" | "Revoke" | "GetGrant" | "ListGrants" => method,
+        "Mint" => "Mint",
+        "Validate" => "Validate",
+        "Claim" => "Claim",
+        "Revoke" => "Revoke",
+        "GetGrant" => "GetGrant",
+        "ListGrants" => "ListGrants",
         _ => "other",
     }
 }
@@ -107,7 +79,7 @@ fn logged(method: &str) -> &str {
 /// The key of the request's one `authorization` header, which must read
 /// exactly `Bearer <key>` (the scheme in any case, one space, a key without
 /// spaces). Several headers, or any other shape, authenticate nobody.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
+pub fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
     let mut values = headers.get_all(http::header::AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -127,57 +99,6 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, &'static str> {
             Ok(Some(key))
         }
         _ => Err("malformed authorization header"),
-    }
-}
-
-impl Shared {
-    /// The caller, if its key is known and it has the method's role.
-    fn admit(&self, method: &str, headers: &http::HeaderMap) -> Result<Arc<Caller>, Status> {
-        let method = logged(method);
-        let caller = bearer(headers)
-            .and_then(|key| {
-                self.clients
-                    .authenticate(key)
-                    .map_err(|_| "missing or unknown client key")
-            })
-            .map_err(|reason| {
-                info!(target: audit::TARGET, event = "authenticate", outcome = "refused", method, reason, "authentication failed");
-                Status::from(AuthError::Unauthenticated)
-            })?;
-        if let Some(role) = role_for(method).filter(|&role| !caller.has(role)) {
-            info!(
-                target: audit::TARGET,
-                event = "authorize",
-                outcome = "refused",
-                client = %caller.id,
-                method,
-                role = role.name(),
-                "permission denied"
-            );
-            return Err(AuthError::PermissionDenied(role).into());
-        }
-        Ok(caller)
-    }
-
-    /// A permit from the client's share and one from the total, or neither.
-    fn permits(&self, client: &str) -> Option<[OwnedSemaphorePermit; 2]> {
-        let share = {
-            let mut map = self
-                .per_client
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            match map.get(client) {
-                Some(share) => share.clone(),
-                None => {
-                    let share = Arc::new(Semaphore::new(self.admission.max_in_flight_per_client));
-                    map.insert(client.to_owned(), share.clone());
-                    share
-                }
-            }
-        };
-        let own = share.try_acquire_owned().ok()?;
-        let total = self.total.clone().try_acquire_owned().ok()?;
-        Some([own, total])
     }
 }
 
@@ -208,55 +129,65 @@ where
             .path()
             .rsplit_once('/')
             .map_or("", |(_, method)| method);
-        let caller = match self.shared.admit(method, request.headers()) {
+        let method = logged(method);
+        let credentials = Credentials {
+            key: bearer(request.headers()),
+            client_id: None,
+        };
+        let caller = match self
+            .door
+            .admit("grpc", method, credentials, role_for(method))
+        {
             Ok(caller) => caller,
-            Err(status) => return Box::pin(async move { Ok(status.into_http()) }),
+            Err(err) => return Box::pin(async move { Ok(Status::from(err).into_http()) }),
         };
         // The service that was made ready serves this call; the clone left
         // behind is made ready for the next one.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
+        let door = self.door.clone();
         Box::pin(async move {
             let (mut parts, body) = request.into_parts();
             let limited = Limited::new(body, MAX_MESSAGE + FRAME_HEADER);
-            let body = match tokio::time::timeout(shared.admission.body_timeout, limited.collect())
-                .await
-            {
+            let body_timeout = door.admission().body_timeout;
+            let body = match tokio::time::timeout(body_timeout, limited.collect()).await {
                 Ok(Ok(collected)) => collected.to_bytes(),
                 Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
                     let status = Status::out_of_range(format!(
                         "request message larger than the {MAX_MESSAGE}-byte limit"
                     ));
-                    return Ok(status.into_http());
+                    return Ok(served(status.into_http(), caller));
                 }
                 Ok(Err(err)) => {
                     debug!(client = %caller.id, error = %err, "request body failed");
-                    return Ok(Status::cancelled("request body failed").into_http());
+                    let status = Status::cancelled("request body failed");
+                    return Ok(served(status.into_http(), caller));
                 }
                 Err(_) => {
-                    let method = logged(parts.uri.path().rsplit('/').next().unwrap_or(""));
                     info!(client = %caller.id, method, "request body not received in time");
                     let status = Status::deadline_exceeded(format!(
-                        "request body not received within {:?}",
-                        shared.admission.body_timeout
+                        "request body not received within {body_timeout:?}"
                     ));
-                    return Ok(status.into_http());
+                    return Ok(served(status.into_http(), caller));
                 }
             };
-            let Some(permits) = shared.permits(&caller.id) else {
-                debug!(client = %caller.id, "overloaded: call refused");
+            let Some(permits) = door.permits(&caller.id) else {
                 let status = Status::resource_exhausted("server overloaded; retry with backoff");
-                return Ok(status.into_http());
+                return Ok(served(status.into_http(), caller));
             };
-            parts.extensions.insert(caller);
+            parts.extensions.insert(caller.clone());
             let response = inner
                 .call(http::Request::from_parts(parts, Full::new(body)))
                 .await;
             drop(permits);
-            response
+            response.map(|response| served(response, caller))
         })
     }
+}
+
+fn served(mut response: http::Response<Body>, caller: Arc<Caller>) -> http::Response<Body> {
+    response.extensions_mut().insert(Served(caller));
+    response
 }
 
 #[cfg(test)]

@@ -13,25 +13,25 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     authority::Authority,
-    clients::{AuthError, Caller, Clients},
+    clients::{AuthError, Caller},
+    door::Door,
     input::MAX_MESSAGE,
     pb::{self, token_authority_server::TokenAuthority},
     store::Store,
 };
 
-pub use gate::{Admission, Gate};
+pub use gate::{Gate, Served, bearer, logged};
 pub use pb::token_authority_server::{SERVICE_NAME, TokenAuthorityServer};
 
 /// The `TokenAuthority` service over any store, behind its gate (key, role,
 /// body deadline, in-flight limits).
 pub fn server<S: Store>(
     authority: Arc<Authority<S>>,
-    clients: Arc<Clients>,
-    admission: Admission,
+    door: Arc<Door>,
 ) -> Gate<TokenAuthorityServer<Service<S>>> {
     let service =
         TokenAuthorityServer::new(Service { authority }).max_decoding_message_size(MAX_MESSAGE);
-    Gate::new(service, clients, admission)
+    Gate::new(service, door)
 }
 
 /// The caller the gate admitted (with the method's role already checked).

@@ -5,7 +5,6 @@
 //! names) goes to the log, never onto the wire.
 
 use tonic::Status;
-use tracing::error;
 
 use crate::{authority::Error, clients::AuthError, input::InvalidInput, store::StoreError};
 
@@ -26,19 +25,14 @@ impl From<InvalidInput> for Status {
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
+        err.log();
         match err {
             Error::Invalid(invalid) => invalid.into(),
             Error::NotFound => Status::not_found("grant not found"),
-            Error::Store(StoreError::Unavailable(source)) => {
-                error!(error = %source, "database unavailable");
+            Error::Store(StoreError::Unavailable(_)) => {
                 Status::unavailable("database unavailable, retry later")
             }
-            Error::Store(StoreError::Internal(source)) => {
-                error!(error = %source, "database error");
-                Status::internal("internal error")
-            }
-            Error::Unsealable(source) => {
-                error!(error = %source, "stored payload does not open");
+            Error::Store(StoreError::Internal(_)) | Error::Unsealable(_) => {
                 Status::internal("internal error")
             }
         }

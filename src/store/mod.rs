@@ -295,6 +295,12 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// Cheapest round trip that proves the database answers.
     fn ping(&self) -> impl Future<Output = Result<()>> + Send;
 
+    /// How many grants are live now (for the metrics gauge).
+    fn count_live(&self) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Reads the connection pool's state, for each metrics scrape.
+    fn pool_probe(&self) -> crate::metrics::PoolProbe;
+
     /// Reports, for as long as it runs, every grant another replica (or
     /// this one) ended early, and whether such reports may have been missed.
     /// Starts with `Resumed` once reports flow.

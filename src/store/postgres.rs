@@ -405,6 +405,22 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn count_live(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(pg!(count_live))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn pool_probe(&self) -> crate::metrics::PoolProbe {
+        let pool = self.pool.clone();
+        Box::new(move || crate::metrics::PoolState {
+            size: pool.size(),
+            idle: pool.num_idle(),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
     async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
         loop {
             match self.listen_once(&on).await {

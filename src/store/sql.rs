@@ -239,6 +239,16 @@ macro_rules! get {
 
 /// `$1` retention, `$2` batch size; `$lock` is PostgreSQL's `FOR UPDATE SKIP
 /// LOCKED` (replicas sweeping at once take disjoint rows) or nothing.
+/// The live-grants gauge: an index range on `expires_at`, every 30 s.
+macro_rules! count_live {
+    ($now:literal) => {
+        concat!(
+            "SELECT count(*) FROM grants WHERE ",
+            $crate::store::sql::live!($now)
+        )
+    };
+}
+
 macro_rules! sweep {
     ($now:literal, $lock:literal) => {
         concat!(
@@ -314,8 +324,9 @@ macro_rules! consume_keyed {
 }
 
 pub(crate) use {
-    consume, consume_keyed, consume_many, find, find_keyed, find_many, get, grant_columns, insert,
-    insert_many, live, prior_claim, record_key, reserve_key, revoke, row_readers, sweep, touch,
+    consume, consume_keyed, consume_many, count_live, find, find_keyed, find_many, get,
+    grant_columns, insert, insert_many, live, prior_claim, record_key, reserve_key, revoke,
+    row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

@@ -270,6 +270,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn count_live(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar(lite!(count_live))
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(u64::try_from(count).unwrap_or(0))
+    }
+
+    fn pool_probe(&self) -> crate::metrics::PoolProbe {
+        let pool = self.pool.clone();
+        Box::new(move || crate::metrics::PoolState {
+            size: pool.size(),
+            idle: pool.num_idle(),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
     /// One process owns the file in practice: its own changes invalidate
     /// its cache directly, and nothing else announces changes. Other
     /// processes sharing the file see them within `--cache-max-age`.

@@ -141,6 +141,12 @@ impl Store for AnyStore {
     async fn ping(&self) -> tessera::store::Result<()> {
         dispatch!(self, s => s.ping().await)
     }
+    async fn count_live(&self) -> tessera::store::Result<u64> {
+        dispatch!(self, s => s.count_live().await)
+    }
+    fn pool_probe(&self) -> tessera::metrics::PoolProbe {
+        dispatch!(self, s => s.pool_probe())
+    }
     async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
         dispatch!(self, s => s.listen(on).await)
     }

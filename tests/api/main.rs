@@ -8,6 +8,7 @@ mod auth;
 mod cache;
 mod conformance;
 mod faults;
+mod http;
 mod input;
 mod ops;
 mod overload;
@@ -16,6 +17,7 @@ mod retry;
 mod rules;
 mod secrets;
 mod statements;
+mod tls;
 
 /// Instantiates each async test body once per backend.
 #[macro_export]

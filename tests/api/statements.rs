@@ -91,6 +91,12 @@ impl<S: Store + Clone> Store for Recording<S> {
     async fn ping(&self) -> Result<()> {
         self.inner.ping().await
     }
+    async fn count_live(&self) -> Result<u64> {
+        self.inner.count_live().await
+    }
+    fn pool_probe(&self) -> tessera::metrics::PoolProbe {
+        self.inner.pool_probe()
+    }
     async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
         self.inner.listen(on).await
     }
@@ -197,7 +203,11 @@ async fn run<S: Store + Clone>(store: S) {
     // replica's memory for the cache's bounded age, a token never minted
     // as much as a dead or foreign grant.
     for (name, caller, token, subject) in &cases {
-        let cache = Arc::new(GrantCache::new(Duration::from_secs(60), 100));
+        let cache = Arc::new(GrantCache::new(
+            Duration::from_secs(60),
+            100,
+            Default::default(),
+        ));
         cache.apply(Invalidation::Resumed);
         let cached = Authority::new(store.clone(), policy, Some(cache), Audit::new(None));
         let bounded = || Check {

@@ -59,6 +59,8 @@ pub struct BenchArgs {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:50051")]
     pub target: SocketAddr,
+    #[command(flatten)]
+    pub tls: tessera::net::ClientTls,
     #[arg(long, value_enum, default_value = "validate")]
     pub op: Op,
     /// Calls in flight.
@@ -253,8 +255,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let (max_uses, claim_key) = (args.max_uses, args.claim_key);
     let connect = |target: SocketAddr| {
         let auth = auth.clone();
+        let endpoint = args.tls.endpoint(&target.to_string());
         async move {
-            let channel = Channel::from_shared(format!("http://{target}"))?
+            let channel = endpoint?
                 .tcp_nodelay(true)
                 .connect()
                 .await

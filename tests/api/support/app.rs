@@ -24,6 +24,7 @@ pub const CLIENTS: &[(&str, &[&str])] = &[
     ("proxy", &["validate", "claim"]),
     ("reader", &["validate"]),
     ("ops", &["admin"]),
+    ("scraper", &["metrics"]),
 ];
 
 /// A clients file with a fresh key per client (shared by replicas).
@@ -77,6 +78,8 @@ pub struct Options {
     pub max_in_flight_per_client: Option<usize>,
     pub body_timeout: &'static str,
     pub shutdown_grace: &'static str,
+    pub tls: tessera::config::TlsConfig,
+    pub http_listen: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -92,6 +95,8 @@ impl Default for Options {
             max_in_flight_per_client: None,
             body_timeout: "3s",
             shutdown_grace: "20s",
+            tls: Default::default(),
+            http_listen: None,
         }
     }
 }
@@ -99,7 +104,10 @@ impl Default for Options {
 pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config {
     let d = |text| tessera::config::parse_duration(text).unwrap();
     Config {
-        listen: "127.0.0.1:0".parse().unwrap(),
+        listen: "127.0.0.1:0".to_owned(),
+        http_listen: options.http_listen.map(str::to_owned),
+        tls: options.tls.clone(),
+        issuer: None,
         database: DatabaseConfig {
             url: url.to_owned(),
             max_connections: 8,
@@ -134,6 +142,8 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
 /// A server running in this process, and clients for it.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// Where the HTTP face listens: `addr`, unless `--http-listen` put it apart.
+    pub http_addr: SocketAddr,
     pub channel: Channel,
     pub keys: Keys,
     stop: Option<oneshot::Sender<()>>,
@@ -162,15 +172,25 @@ impl TestApp {
         if std::env::var_os("TEST_LOG").is_some() {
             let _guard = std::mem::ManuallyDrop::new(tessera::telemetry::init(LogFormat::Text));
         }
+        let tls = config.tls.enabled();
         let app = App::build(config).await.expect("server starts");
         let addr = app.local_addr();
+        let http_addr = app.http_addr().unwrap_or(addr);
         let (stop, stopped) = oneshot::channel();
         let server = tokio::spawn(app.run_until(async {
             let _ = stopped.await;
         }));
+        // Over TLS, tests make channels of their own; this one is never used.
+        let channel = match tls {
+            true => Endpoint::from_shared(format!("http://{addr}"))
+                .unwrap()
+                .connect_lazy(),
+            false => channel(addr).await,
+        };
         Self {
             addr,
-            channel: channel(addr).await,
+            http_addr,
+            channel,
             keys,
             stop: Some(stop),
             server: Some(server),

@@ -6,7 +6,9 @@
 mod app;
 mod db;
 mod faults;
+pub mod http;
 mod process;
+pub mod tls;
 
 use std::time::Duration;
 

@@ -1,8 +1,14 @@
 //! Configuration: one struct, every field a flag with an environment twin.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+mod database;
+mod limits;
+
+use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
+
+pub use database::{DatabaseConfig, redact_url};
+pub use limits::Limits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -17,9 +23,25 @@ const MAX_MAX_TTL: Duration = Duration::from_secs(3650 * 86_400);
 /// Everything `tessera serve` needs.
 #[derive(Args, Clone)]
 pub struct Config {
-    /// Address to listen on. Without a clients file only loopback is allowed.
+    /// Address to listen on, `host:port` (a host name resolves, and the
+    /// server listens on every address it resolves to). Without a clients
+    /// file only loopback is allowed; beyond loopback, TLS or --plaintext.
     #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
-    pub listen: SocketAddr,
+    pub listen: String,
+
+    /// Serve the HTTP face (OAuth endpoints, probes, metrics) on an address
+    /// of its own instead of beside gRPC on --listen.
+    #[arg(long, env = "TESSERA_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+
+    #[command(flatten)]
+    pub tls: TlsConfig,
+
+    /// The `iss` of introspection answers and the RFC 8414 metadata; its
+    /// endpoints are named under it. Default: the server's own URL
+    /// (`https://` with TLS, `http://` without, and the --listen address).
+    #[arg(long, env = "TESSERA_ISSUER")]
+    pub issuer: Option<String>,
 
     #[command(flatten)]
     pub database: DatabaseConfig,
@@ -107,11 +129,35 @@ impl Config {
             !self.sweep_interval.is_zero(),
             "--sweep-interval must be positive"
         );
+        self.tls.check()?;
+        if let Some(issuer) = &self.issuer {
+            anyhow::ensure!(
+                (issuer.starts_with("https://") || issuer.starts_with("http://"))
+                    && !issuer.contains(['?', '#']),
+                "--issuer must be an http(s) URL without query or fragment (RFC 8414)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether serving on `addrs` is safe: dev mode allows every call, so
+    /// it stays on loopback; with clients, keys and tokens cross the network,
+    /// so beyond loopback they need TLS, or an explicit --plaintext when a
+    /// service mesh provides it.
+    pub fn check_exposure(&self, flag: &str, addrs: &[std::net::SocketAddr]) -> anyhow::Result<()> {
+        let Some(open) = addrs.iter().find(|addr| !addr.ip().is_loopback()) else {
+            return Ok(());
+        };
         anyhow::ensure!(
-            self.clients.is_some() || self.listen.ip().is_loopback(),
-            "refusing to listen on {} in dev mode (no --clients): dev mode allows every call, \
-             so it listens on loopback only",
-            self.listen
+            self.clients.is_some(),
+            "refusing to listen on {open} ({flag}) in dev mode (no --clients): dev mode allows \
+             every call, so it listens on loopback only"
+        );
+        anyhow::ensure!(
+            self.tls.enabled() || self.tls.plaintext,
+            "refusing to listen on {open} ({flag}) without TLS: client keys and tokens would \
+             cross the network in the clear. Give --tls-cert and --tls-key, or --plaintext if a \
+             service mesh or proxy provides TLS"
         );
         Ok(())
     }
@@ -121,6 +167,9 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("listen", &self.listen)
+            .field("http_listen", &self.http_listen)
+            .field("tls", &self.tls)
+            .field("issuer", &self.issuer)
             .field("database", &self.database)
             .field("limits", &self.limits)
             .field("clients", &self.clients)
@@ -137,132 +186,49 @@ impl fmt::Debug for Config {
     }
 }
 
-/// What the server takes on at once, and for how long: overload protection
-/// and HTTP/2 limits.
-#[derive(Args, Clone, Debug)]
-pub struct Limits {
-    /// TokenAuthority calls running at once; beyond that a call is refused at
-    /// once with RESOURCE_EXHAUSTED (health and reflection are not counted).
-    /// A call counts from when its whole body has arrived until it is answered.
-    #[arg(long, env = "TESSERA_MAX_IN_FLIGHT", default_value_t = 512)]
-    pub max_in_flight: usize,
+/// TLS for the listeners. The files are PEM and are read again when they
+/// change or on SIGHUP: new connections get the new certificate, open ones
+/// keep theirs (cert-manager rotates certificates in place).
+#[derive(Args, Clone, Debug, Default)]
+pub struct TlsConfig {
+    /// Certificate chain (PEM) served to clients; with --tls-key turns TLS on.
+    #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
 
-    /// Calls one client may have running at once, so that no client can
-    /// take all of --max-in-flight; default half of it.
-    #[arg(long, env = "TESSERA_MAX_IN_FLIGHT_PER_CLIENT")]
-    pub max_in_flight_per_client: Option<usize>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "TESSERA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 
-    /// Longest a call's request body may take to arrive after its headers.
-    #[arg(long, env = "TESSERA_BODY_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub body_timeout: Duration,
+    /// CA certificates (PEM); when set, every client must present a
+    /// certificate they signed (mTLS), on top of its key.
+    #[arg(long, env = "TESSERA_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 
-    /// Longest a call may run before it is answered CANCELLED.
-    #[arg(long, env = "TESSERA_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub request_timeout: Duration,
-
-    /// After SIGTERM, how long calls in flight may take before the process
-    /// exits anyway.
-    #[arg(long, env = "TESSERA_SHUTDOWN_GRACE", default_value = "20s", value_parser = parse_duration)]
-    pub shutdown_grace: Duration,
-
-    /// HTTP/2 streams one connection may have open.
-    #[arg(
-        long,
-        env = "TESSERA_HTTP2_MAX_CONCURRENT_STREAMS",
-        default_value_t = 256
-    )]
-    pub http2_max_concurrent_streams: u32,
-
-    /// Largest header list a request may carry, in bytes.
-    #[arg(long, env = "TESSERA_HTTP2_MAX_HEADER_LIST_SIZE", default_value_t = 16 * 1024)]
-    pub http2_max_header_list_size: u32,
-
-    /// Streams a client may open and reset before the server reads them
-    /// (the HTTP/2 "rapid reset" attack) before the connection is closed.
-    #[arg(long, env = "TESSERA_HTTP2_MAX_PENDING_RESETS", default_value_t = 32)]
-    pub http2_max_pending_resets: usize,
-
-    /// How often an idle connection is pinged, and how long the answer may
-    /// take before the connection is dropped.
-    #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub http2_keepalive_interval: Duration,
-    #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
-    pub http2_keepalive_timeout: Duration,
+    /// Serve without TLS beyond loopback (a service mesh or proxy provides it).
+    #[arg(long, env = "TESSERA_PLAINTEXT", conflicts_with = "tls_cert")]
+    pub plaintext: bool,
 }
 
-/// Where grants live; shared by `serve` and `migrate`.
-#[derive(Args, Clone)]
-pub struct DatabaseConfig {
-    /// `postgres://…` for replicas sharing one database, `sqlite://FILE`
-    /// (created if missing) for one machine.
-    #[arg(
-        long = "database-url",
-        env = "TESSERA_DATABASE_URL",
-        default_value = "sqlite://tessera.db"
-    )]
-    pub url: String,
-
-    /// Most database connections this process holds.
-    #[arg(
-        long = "db-max-connections",
-        env = "TESSERA_DB_MAX_CONNECTIONS",
-        default_value_t = 16
-    )]
-    pub max_connections: u32,
-
-    /// How long a call waits for a database connection before UNAVAILABLE.
-    #[arg(long = "db-acquire-timeout", env = "TESSERA_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub acquire_timeout: Duration,
-
-    /// Longest a PostgreSQL statement may run before it is cancelled, so a
-    /// stuck query cannot hold a call (or shutdown) forever.
-    #[arg(long = "db-statement-timeout", env = "TESSERA_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
-    pub statement_timeout: Duration,
-}
-
-impl fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("url", &redact_url(&self.url))
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .field("statement_timeout", &self.statement_timeout)
-            .finish()
+impl TlsConfig {
+    pub fn enabled(&self) -> bool {
+        self.tls_cert.is_some()
     }
-}
 
-/// Hides the password of `scheme://user:password@host/...` and of a
-/// `password=` query parameter.
-pub fn redact_url(url: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let mut out = match base.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..authority_end].rfind('@') {
-                Some(at) => match rest[..at].split_once(':') {
-                    Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-                    None => base.to_owned(),
-                },
-                None => base.to_owned(),
-            }
-        }
-        None => base.to_owned(),
-    };
-    if let Some(query) = query {
-        let params: Vec<String> = query
-            .split('&')
-            .map(|param| match param.split_once('=') {
-                Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-                _ => param.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&params.join("&"));
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "--tls-cert and --tls-key go together"
+        );
+        anyhow::ensure!(
+            self.tls_client_ca.is_none() || self.enabled(),
+            "--tls-client-ca needs --tls-cert and --tls-key"
+        );
+        anyhow::ensure!(
+            !(self.plaintext && self.enabled()),
+            "--plaintext and --tls-cert exclude each other"
+        );
+        Ok(())
     }
-    out
 }
 
 impl Config {
@@ -349,23 +315,6 @@ mod tests {
         assert!(
             err.contains("64 hex digits") && !err.contains("not-hex-secret"),
             "{err}"
-        );
-    }
-
-    #[test]
-    fn urls_lose_their_password() {
-        assert_eq!(
-            redact_url("postgres://app:hunter2@db:5432/tessera"),
-            "postgres://app:***@db:5432/tessera"
-        );
-        assert_eq!(
-            redact_url("postgres://postgres@127.0.0.1/postgres"),
-            "postgres://postgres@127.0.0.1/postgres"
-        );
-        assert_eq!(redact_url("sqlite://tessera.db"), "sqlite://tessera.db");
-        assert_eq!(
-            redact_url("postgres://u@h/db?sslmode=require&password=hunter2"),
-            "postgres://u@h/db?sslmode=require&password=***"
         );
     }
 }

@@ -1,0 +1,376 @@
+//! Start-up and the server's lifetime: open the store, bind, serve gRPC and
+//! the HTTP face (in the clear or over TLS), run the background tasks, stop
+//! cleanly.
+
+mod tasks;
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tonic::{service::Routes, transport::Server};
+use tonic_health::ServingStatus;
+use tracing::{info, warn};
+
+use crate::{
+    audit::Audit,
+    authority::{Authority, Policy},
+    cache::GrantCache,
+    clients::{Clients, Directory},
+    config::{Config, DatabaseConfig, Limits},
+    door::{Admission, Door},
+    grpc, http,
+    metrics::Metrics,
+    net::{self, tls::Tls},
+    observe::ObserveLayer,
+    pb,
+    store::{PgStore, SqliteStore, Store},
+};
+
+use tasks::{Readiness, Reloadable};
+
+/// The health service name that reports the process, whatever the database.
+pub const LIVENESS: &str = "liveness";
+
+/// A store of either kind, chosen by the database URL's scheme.
+pub enum Backend {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+impl Backend {
+    pub fn open(db: &DatabaseConfig) -> anyhow::Result<Self> {
+        let url = db.url.as_str();
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres(PgStore::connect_lazy(db)?))
+        } else if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite(SqliteStore::connect_lazy(db)?))
+        } else {
+            anyhow::bail!("--database-url must start with postgres://, postgresql:// or sqlite:")
+        }
+    }
+
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(store) => store.migrate().await,
+            Self::Sqlite(store) => store.migrate().await,
+        }
+        .context("applying migrations")
+    }
+}
+
+/// A bound, ready-to-serve Tessera. `build` then `run_until`.
+pub struct App {
+    config: Config,
+    listeners: Vec<TcpListener>,
+    /// `--http-listen`'s own listeners, if the HTTP face is apart.
+    http_listeners: Option<Vec<TcpListener>>,
+    clients: Arc<Directory>,
+    tls: Option<Arc<Tls>>,
+    backend: Backend,
+}
+
+impl App {
+    /// Checks the configuration, loads the clients and TLS files, opens the
+    /// store, applies migrations (unless told not to) and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        config.check()?;
+        let clients = match &config.clients {
+            Some(path) => Directory::load(path)?,
+            None => {
+                warn!("no clients file: dev mode, every call is allowed as client `dev`");
+                Directory::new(Clients::dev())
+            }
+        };
+        let tls = Tls::load(&config.tls)?;
+        let backend = Backend::open(&config.database)?;
+        if !config.no_migrate {
+            backend.migrate().await?;
+        }
+        let listeners = net::bind("--listen", &config.listen).await?;
+        config.check_exposure("--listen", &net::local_addrs(&listeners))?;
+        let http_listeners = match &config.http_listen {
+            Some(addr) => {
+                let listeners = net::bind("--http-listen", addr).await?;
+                config.check_exposure("--http-listen", &net::local_addrs(&listeners))?;
+                Some(listeners)
+            }
+            None => None,
+        };
+        Ok(Self {
+            config,
+            listeners,
+            http_listeners,
+            clients: Arc::new(clients),
+            tls,
+            backend,
+        })
+    }
+
+    /// The first bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        net::local_addrs(&self.listeners)[0]
+    }
+
+    /// Where the HTTP face listens when it is apart from gRPC.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listeners
+            .as_ref()
+            .map(|listeners| net::local_addrs(listeners)[0])
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, finishes the
+    /// calls in flight and closes the pool.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+        match self.backend {
+            Backend::Postgres(ref store) => serve(store.clone(), self, shutdown).await,
+            Backend::Sqlite(ref store) => serve(store.clone(), self, shutdown).await,
+        }
+    }
+
+    /// `iss`: `--issuer`, or this server's own URL.
+    fn issuer(&self) -> String {
+        match &self.config.issuer {
+            Some(issuer) => issuer.clone(),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                let addr = self.http_addr().unwrap_or_else(|| self.local_addr());
+                format!("{scheme}://{addr}")
+            }
+        }
+    }
+}
+
+async fn serve<S: Store + Clone>(
+    store: S,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let config = &app.config;
+    let metrics = Metrics::new();
+    metrics.probe_pool(store.pool_probe());
+    let clients = app.clients.get();
+    metrics
+        .clients
+        .set(i64::try_from(clients.len()).unwrap_or(i64::MAX));
+    let cache = (config.cache_capacity > 0).then(|| {
+        Arc::new(GrantCache::new(
+            config.cache_max_age,
+            config.cache_capacity,
+            metrics.cache.clone(),
+        ))
+    });
+    let authority = Arc::new(Authority::new(
+        store.clone(),
+        Policy {
+            default_ttl: config.default_ttl,
+            max_ttl: config.max_ttl,
+        },
+        cache.clone(),
+        Audit::new(config.audit_key()?),
+    ));
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let readiness = Readiness {
+        reporter: reporter.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+    };
+    readiness.set(false).await;
+    // Liveness answers for the process, not the database: an outage must
+    // not make Kubernetes restart every replica.
+    reporter
+        .set_service_status(LIVENESS, ServingStatus::Serving)
+        .await;
+
+    let (stop, stopped) = watch::channel(());
+    let reloadable = Reloadable {
+        clients: config
+            .clients
+            .clone()
+            .map(|path| (path, app.clients.clone())),
+        tls: app.tls.clone(),
+    };
+    let mut background = vec![
+        tokio::spawn(tasks::watch_readiness(
+            store.clone(),
+            readiness.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(tasks::sweep(
+            store.clone(),
+            config.retention,
+            config.sweep_interval,
+            metrics.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(tasks::record_usage(authority.clone(), stopped.clone())),
+        tokio::spawn(tasks::count_live(
+            store.clone(),
+            metrics.clone(),
+            stopped.clone(),
+        )),
+        tokio::spawn(tasks::reload(reloadable, metrics.clone(), stopped.clone())),
+    ];
+    if let Some(cache) = cache {
+        background.push(tokio::spawn(tasks::invalidate(
+            store.clone(),
+            cache,
+            metrics.clone(),
+            stopped,
+        )));
+    }
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // Each builder adds only its own version; register both so that
+            // `grpcurl list` shows v1 and v1alpha whichever it speaks.
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            )
+    };
+    let limits = &config.limits;
+    let door = Arc::new(Door::new(
+        app.clients.clone(),
+        admission(limits),
+        metrics.clone(),
+    ));
+    let face = http::router(Arc::new(http::Face {
+        authority: authority.clone(),
+        door: door.clone(),
+        metrics: metrics.clone(),
+        issuer: app.issuer(),
+        ready: readiness.ready.clone(),
+    }));
+    let mut routes = Routes::builder();
+    routes
+        .add_service(health)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(grpc::server(authority.clone(), door));
+    let mut grpc_routes = routes.routes();
+    let http_apart = app.http_listeners.is_some();
+    if !http_apart {
+        let router = grpc_routes.axum_router_mut();
+        *router = std::mem::take(router).merge(face.clone());
+    }
+    let grpc_routes = with_fallback(grpc_routes);
+
+    info!(
+        addr = %app.local_addr(),
+        http = %app.http_addr().map_or("beside gRPC".to_owned(), |addr| addr.to_string()),
+        tls = if app.tls.as_ref().is_some_and(|tls| tls.mutual()) { "mutual" } else if app.tls.is_some() { "on" } else { "off" },
+        clients = clients.len(),
+        dev = clients.is_dev(),
+        database = %crate::config::redact_url(&config.database.url),
+        "serving"
+    );
+    drop(clients);
+
+    // Shutdown: readiness turns NOT_SERVING first, then the servers stop
+    // accepting and let calls in flight finish, for at most the grace period.
+    let (stopping, mut grace) = watch::channel(false);
+    let signal = {
+        let readiness = readiness.clone();
+        async move {
+            shutdown.await;
+            readiness.set(false).await;
+            info!("shutting down: refusing new calls, finishing calls in flight");
+            drop(stop);
+            let _ = stopping.send(true);
+        }
+    };
+    let stopping_too = {
+        let mut grace = grace.clone();
+        async move {
+            let _ = grace.wait_for(|stopping| *stopping).await;
+        }
+    };
+    let server = async {
+        let main = server(limits, &metrics)
+            .add_routes(grpc_routes)
+            .serve_with_incoming_shutdown(net::incoming(app.listeners, app.tls.clone()), signal);
+        match app.http_listeners {
+            None => main.await,
+            Some(listeners) => {
+                let apart = server(limits, &metrics)
+                    .add_routes(with_fallback(Routes::from(face)))
+                    .serve_with_incoming_shutdown(
+                        net::incoming(listeners, app.tls.clone()),
+                        stopping_too,
+                    );
+                tokio::try_join!(main, apart).map(|_| ())
+            }
+        }
+    };
+    let grace_period = limits.shutdown_grace;
+    let result = tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        _ = async {
+            let _ = grace.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(grace_period).await;
+        } => {
+            warn!(grace = ?grace_period, "calls still in flight after the grace period; exiting");
+            Ok(())
+        }
+    };
+    for task in background {
+        stop_task(task).await;
+    }
+    // The uses of the last second, then the pool.
+    if let Err(err) = authority.record_usage().await {
+        warn!(error = %err, "last_used_at of the last second not recorded");
+    }
+    // Connections a call still holds are not waited for past the grace period.
+    let _ = tokio::time::timeout(grace_period, store.close()).await;
+    info!("stopped");
+    result.context("serving")
+}
+
+/// A server with the configured limits, observed; gRPC and HTTP/1.1 alike.
+fn server(
+    limits: &Limits,
+    metrics: &Arc<Metrics>,
+) -> Server<tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>> {
+    Server::builder()
+        .accept_http1(true)
+        .timeout(limits.request_timeout)
+        .max_concurrent_streams(limits.http2_max_concurrent_streams)
+        .http2_max_header_list_size(limits.http2_max_header_list_size)
+        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_resets))
+        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
+        .layer(ObserveLayer(metrics.clone()))
+}
+
+/// Unknown paths: UNIMPLEMENTED for gRPC, 404 for HTTP.
+fn with_fallback(mut routes: Routes) -> Routes {
+    let router = routes.axum_router_mut();
+    *router = std::mem::take(router).fallback(http::fallback);
+    routes
+}
+
+/// What the door admits: the per-client share defaults to half the total
+/// (at least one call) and never exceeds it.
+fn admission(limits: &Limits) -> Admission {
+    let share = limits
+        .max_in_flight_per_client
+        .unwrap_or(limits.max_in_flight.div_ceil(2))
+        .min(limits.max_in_flight);
+    Admission {
+        max_in_flight: limits.max_in_flight,
+        max_in_flight_per_client: share,
+        body_timeout: limits.body_timeout,
+    }
+}
+
+async fn stop_task(task: JoinHandle<()>) {
+    if let Err(err) = task.await {
+        warn!(error = %err, "background task failed");
+    }
+}
