@@ -61,6 +61,22 @@ impl Backend {
         }
         .context("applying migrations")
     }
+
+    /// With `--no-migrate`, the schema must be there already: a server
+    /// that reported SERVING while every call failed would be worse than
+    /// one that does not start.
+    async fn ensure_migrated(&self) -> anyhow::Result<()> {
+        let missing = match self {
+            Self::Postgres(store) => store.unapplied_migrations().await?,
+            Self::Sqlite(store) => store.unapplied_migrations().await?,
+        };
+        anyhow::ensure!(
+            missing.is_empty(),
+            "--no-migrate, but the database lacks migrations {missing:?} (or cannot be read): \
+             run `tessera migrate --database-url ...` first, or start without --no-migrate"
+        );
+        Ok(())
+    }
 }
 
 /// A bound, ready-to-serve Tessera. `build` then `run_until`.
@@ -88,7 +104,9 @@ impl App {
         };
         let tls = Tls::load(&config.tls)?;
         let backend = Backend::open(&config.database)?;
-        if !config.no_migrate {
+        if config.no_migrate {
+            backend.ensure_migrated().await?;
+        } else {
             backend.migrate().await?;
         }
         let listeners = net::bind("--listen", &config.listen).await?;

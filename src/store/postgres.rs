@@ -246,6 +246,19 @@ pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Er
     })
 }
 
+impl PgStore {
+    /// The migrations this binary carries that the database has not applied.
+    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        let migrator = sqlx::migrate!("migrations/postgres");
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        Ok(super::unapplied(&migrator, &applied))
+    }
+}
+
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/postgres")

@@ -114,6 +114,19 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
     })
 }
 
+impl SqliteStore {
+    /// The migrations this binary carries that the database has not applied.
+    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        let migrator = sqlx::migrate!("migrations/sqlite");
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        Ok(super::unapplied(&migrator, &applied))
+    }
+}
+
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;

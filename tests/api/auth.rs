@@ -3,7 +3,11 @@
 use tessera::pb::{self, revoke_request::Target};
 use tonic::Code;
 
-use crate::support::{Backend, Options, TestApp, check, claim, keyed, mint_req, revoke};
+use crate::support::tls::replace;
+
+use crate::support::{
+    Backend, Options, TestApp, check, claim, eventually, keyed, mint_req, revoke,
+};
 
 crate::both_backends!(
     keys_and_roles_are_checked_before_anything_else,
@@ -160,4 +164,39 @@ async fn dev_mode_allows_every_call_as_dev(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(revoked.revoked, 1);
+}
+
+/// The clients file is read again when it changes: a new client is let in
+/// on its next call, and a file that does not parse changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_file_is_reloaded_when_it_changes() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let path = app.keys.file.path().to_owned();
+    let original = std::fs::read_to_string(&path).unwrap();
+    let newcomer = tessera::token::ClientKey::generate();
+    let entry = format!(
+        "[[clients]]\nid = \"newcomer\"\nkey_sha256 = \"{}\"\nroles = [\"mint\"]\n",
+        newcomer.sha256_hex()
+    );
+    let denied = app
+        .client()
+        .mint(keyed(newcomer.expose(), mint_req("u")))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated);
+
+    replace(&path, &format!("{original}\n{entry}"));
+    eventually("the newcomer is let in", async || {
+        app.client()
+            .mint(keyed(newcomer.expose(), mint_req("u")))
+            .await
+            .is_ok()
+    })
+    .await;
+
+    // A broken file keeps the clients in force.
+    replace(&path, "[[clients]]\nid = ");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(app.client().mint(keyed(newcomer.expose(), mint_req("u"))).await.is_ok());
+    assert!(app.mint("minter", mint_req("u")).await.is_ok());
 }
