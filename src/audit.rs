@@ -6,8 +6,15 @@
 //! Where events about one token must be correlated, they carry `token_mac`:
 //! an HMAC-SHA256 of the token under a server key, useless to anyone without
 //! that key and unrelated to the hash the database stores.
+//!
+//! Fields are typed: strings as strings, counts as numbers, reasons by
+//! name, and labels as compact JSON, which JSON lines write as an object
+//! (see [`crate::telemetry::json`]).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -49,6 +56,12 @@ impl Audit {
     pub fn replayed(&self) -> u64 {
         self.replays.fetch_add(1, Ordering::Relaxed) + 1
     }
+}
+
+/// A grant's labels for the `labels` field: compact JSON, an object in
+/// JSON lines.
+pub fn labels(labels: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(labels).expect("a map of strings serializes")
 }
 
 #[cfg(test)]

@@ -111,11 +111,11 @@ impl<S: Store> Authority<S> {
             token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
-            run_id = ?grant.run_id,
-            subject = ?grant.subject,
-            labels = ?grant.labels,
+            run_id = grant.run_id.as_str(),
+            subject = grant.subject.as_str(),
+            labels = audit::labels(&grant.labels).as_str(),
             max_uses = grant.max_uses,
-            ttl_ms = ttl.as_millis(),
+            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             "minted"
         );
         Ok((token, grant))
@@ -287,9 +287,9 @@ impl<S: Store> Authority<S> {
             token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
-            run_id = ?grant.run_id,
-            subject = ?grant.subject,
-            labels = ?grant.labels,
+            run_id = grant.run_id.as_str(),
+            subject = grant.subject.as_str(),
+            labels = audit::labels(&grant.labels).as_str(),
             use_count = grant.use_count,
             max_uses = grant.max_uses,
             "claimed"
@@ -319,8 +319,8 @@ impl<S: Store> Authority<S> {
             client = %caller.id,
             grant_id,
             token_mac,
-            denial = ?refusal.denial,
-            why = ?refusal.hidden,
+            denial = refusal.denial.name(),
+            why = refusal.hidden.map(Hidden::name),
             "token refused"
         );
         let replayed = refusal.hidden.is_some_and(Hidden::is_replay);
@@ -332,7 +332,7 @@ impl<S: Store> Authority<S> {
                 client = %caller.id,
                 grant_id = %grant.grant_id,
                 token_mac,
-                run_id = ?grant.run_id,
+                run_id = grant.run_id.as_str(),
                 replays,
                 "a consumed or revoked token was presented again"
             );
