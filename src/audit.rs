@@ -11,10 +11,7 @@
 //! name, and labels as compact JSON, which JSON lines write as an object
 //! (see [`crate::telemetry::json`]).
 
-use std::{
-    collections::BTreeMap,
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::collections::BTreeMap;
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -26,7 +23,6 @@ pub const TARGET: &str = "tessera::audit";
 
 pub struct Audit {
     key: [u8; 32],
-    replays: AtomicU64,
 }
 
 impl Audit {
@@ -38,10 +34,7 @@ impl Audit {
             os_random(&mut key);
             key
         });
-        Self {
-            key,
-            replays: AtomicU64::new(0),
-        }
+        Self { key }
     }
 
     /// First 16 bytes of HMAC-SHA256(key, token), hex.
@@ -49,12 +42,6 @@ impl Audit {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key size");
         mac.update(token.expose().as_bytes());
         hex::encode(&mac.finalize().into_bytes()[..16])
-    }
-
-    /// Counts one more replay (a consumed or revoked token presented again);
-    /// returns the count so far.
-    pub fn replayed(&self) -> u64 {
-        self.replays.fetch_add(1, Ordering::Relaxed) + 1
     }
 }
 
@@ -77,6 +64,5 @@ mod tests {
         assert_ne!(a.token_mac(&token), b.token_mac(&token));
         assert_eq!(a.token_mac(&token).len(), 32);
         assert!(!a.token_mac(&token).contains(&token.expose()[4..12]));
-        assert_eq!((a.replayed(), a.replayed()), (1, 2));
     }
 }

@@ -161,7 +161,7 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
     assert_eq!(mac.len(), 32);
     assert_eq!(of("claim")["token_mac"], mac.as_str());
     assert_eq!(of("replay")["token_mac"], mac.as_str());
-    assert_eq!(of("replay")["replays"], 1);
+    assert_eq!(of("replay")["replays"], 1, "the first replay of this grant");
     assert!(
         audit
             .iter()
