@@ -9,6 +9,7 @@ mod cache;
 mod conformance;
 mod faults;
 mod input;
+mod logs;
 mod ops;
 mod overload;
 mod race;
