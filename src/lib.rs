@@ -12,7 +12,7 @@
 //! - [`seal`]: payload encryption under a key derived from the token.
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
-//! - [`audit`]: the audit trail (events, keyed token MACs, replay count).
+//! - [`audit`]: the audit trail (events, keyed token MACs, typed fields).
 //! - [`rules`]: who may use a grant — one pure function, denials and their precedence.
 //! - [`authority`]: the domain operations — mint, validate, claim, revoke — over the rules, store, cache and audit trail.
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.

@@ -26,6 +26,19 @@ pub enum Denial {
     ScopeMissing,
 }
 
+impl Denial {
+    /// Its name in the audit trail: the wire's `DENIAL_*` name without the
+    /// prefix.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "TOKEN_MALFORMED",
+            Self::Unknown => "TOKEN_UNKNOWN",
+            Self::Expired => "TOKEN_EXPIRED",
+            Self::ScopeMissing => "SCOPE_MISSING",
+        }
+    }
+}
+
 /// The real reason behind an UNKNOWN, for the audit trail only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hidden {
@@ -40,6 +53,18 @@ pub enum Hidden {
 }
 
 impl Hidden {
+    /// Its name in the audit trail (the `why` of a refusal).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NeverMinted => "NEVER_MINTED",
+            Self::NotInAudience => "NOT_IN_AUDIENCE",
+            Self::OtherSubject => "OTHER_SUBJECT",
+            Self::Revoked => "REVOKED",
+            Self::UsedUp => "USED_UP",
+            Self::LostRace => "LOST_RACE",
+        }
+    }
+
     /// A dead grant presented by a caller it was made for: the token was
     /// spent or revoked, and someone holds it still. Presentations by
     /// outsiders are not replays: they could not have used it anyway, and

@@ -1,5 +1,5 @@
 //! Log set-up. `RUST_LOG` picks levels (default `info`); `--log-format`
-//! picks text or JSON lines.
+//! picks text or JSON lines (see [`json`]).
 //!
 //! Lines are formatted on the calling thread but written to stderr by a
 //! thread of their own, so a slow terminal or log pipe never holds up a
@@ -13,6 +13,8 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt};
 
 use crate::config::LogFormat;
+
+pub mod json;
 
 /// Installs the subscriber. Keep the guard until the process ends: dropping
 /// it flushes the lines still queued.
@@ -29,7 +31,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     // A second init (tests start several servers in one process) keeps the first.
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     guard
 }

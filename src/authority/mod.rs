@@ -17,9 +17,10 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 mod operators;
+mod replay;
 mod types;
 
 pub use crate::rules::Denial;
@@ -32,7 +33,7 @@ use crate::{
     input::InvalidInput,
     rules::{self, Hidden, Presented, Refusal},
     seal,
-    store::{Grant, Keyed, Lookup, NewGrant, Prior, RevokeReason, RevokeTarget, Store},
+    store::{Grant, Keyed, Lookup, NewGrant, Prior, Store},
     token::{GrantId, Token, TokenHash},
     usage::Usage,
 };
@@ -111,11 +112,11 @@ impl<S: Store> Authority<S> {
             token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
-            run_id = ?grant.run_id,
-            subject = ?grant.subject,
-            labels = ?grant.labels,
+            run_id = grant.run_id.as_str(),
+            subject = grant.subject.as_str(),
+            labels = audit::labels(&grant.labels).as_str(),
             max_uses = grant.max_uses,
-            ttl_ms = ttl.as_millis(),
+            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             "minted"
         );
         Ok((token, grant))
@@ -287,9 +288,9 @@ impl<S: Store> Authority<S> {
             token_mac = %self.audit.token_mac(&token),
             client = %caller.id,
             grant_id = %grant.grant_id,
-            run_id = ?grant.run_id,
-            subject = ?grant.subject,
-            labels = ?grant.labels,
+            run_id = grant.run_id.as_str(),
+            subject = grant.subject.as_str(),
+            labels = audit::labels(&grant.labels).as_str(),
             use_count = grant.use_count,
             max_uses = grant.max_uses,
             "claimed"
@@ -299,10 +300,8 @@ impl<S: Store> Authority<S> {
 
     /// Records a refusal in the audit trail with its real reason, and
     /// returns what the caller may know. A revoked or used-up token
-    /// presented by a caller the grant was made for is a replay: a distinct
-    /// event, and for a grant minted with `revoke_run_on_replay` its whole
-    /// run is revoked, off the reply path: the answer does not wait for it
-    /// (nor show, by its timing, that it happened).
+    /// presented by a caller the grant was made for is a replay: counted,
+    /// and a distinct event, off the reply path (see [`replay`]).
     fn refuse(&self, op: &'static str, caller: &Caller, refused: Refused) -> Denial {
         let Refused {
             refusal,
@@ -310,7 +309,7 @@ impl<S: Store> Authority<S> {
             grant,
         } = refused;
         let token_mac = token.as_ref().map(|t| self.audit.token_mac(t));
-        let token_mac = token_mac.as_deref().unwrap_or("");
+        let token_mac = token_mac.unwrap_or_default();
         let grant_id = grant.as_ref().map_or("", |g| g.grant_id.as_str());
         info!(
             target: audit::TARGET,
@@ -318,46 +317,16 @@ impl<S: Store> Authority<S> {
             outcome = "refused",
             client = %caller.id,
             grant_id,
-            token_mac,
-            denial = ?refusal.denial,
-            why = ?refusal.hidden,
+            token_mac = token_mac.as_str(),
+            denial = refusal.denial.name(),
+            why = refusal.hidden.map(Hidden::name),
             "token refused"
         );
         let replayed = refusal.hidden.is_some_and(Hidden::is_replay);
         if let (true, Some(grant)) = (replayed, grant) {
-            let replays = self.audit.replayed();
-            warn!(
-                target: audit::TARGET,
-                event = "replay",
-                client = %caller.id,
-                grant_id = %grant.grant_id,
-                token_mac,
-                run_id = ?grant.run_id,
-                replays,
-                "a consumed or revoked token was presented again"
-            );
-            if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
-                self.revoke_run_on_replay(grant);
-            }
+            self.replayed(&caller.id, grant, token_mac);
         }
         refusal.denial
-    }
-
-    /// The run of a replayed grant is presumed compromised: every live grant
-    /// its issuer holds in that run is revoked, by a task of its own.
-    fn revoke_run_on_replay(&self, grant: Grant) {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
-        tokio::spawn(async move {
-            let run = RevokeTarget::RunId(grant.run_id);
-            let reason = RevokeReason::Compromised;
-            let by = grant.issued_by.as_str();
-            let why = (by, "replay");
-            let revoked =
-                operators::revoke_where(&store, cache.as_deref(), &run, Some(by), reason, why);
-            if let Err(err) = revoked.await {
-                warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");
-            }
-        });
     }
 }
 

@@ -112,12 +112,14 @@ pub(super) async fn revoke_where<S: Store>(
             RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
         }
     }
+    let (target_kind, target_id) = described(target);
     info!(
         target: audit::TARGET,
         event = "revoke",
         client,
         cause,
-        target = ?Described(target),
+        target_kind,
+        target_id,
         reason = reason.name(),
         revoked,
         "revoked"
@@ -133,16 +135,13 @@ fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput
     }
 }
 
-/// A revoke target for the log: the token never, caller text quoted.
-struct Described<'a>(&'a RevokeTarget);
-
-impl std::fmt::Debug for Described<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            RevokeTarget::Token(_) => f.write_str("token"),
-            RevokeTarget::GrantId(id) => write!(f, "grant_id={id:?}"),
-            RevokeTarget::RunId(id) => write!(f, "run_id={id:?}"),
-            RevokeTarget::Subject(id) => write!(f, "subject={id:?}"),
-        }
+/// A revoke target for the log: its kind (`token`, `grant_id`, `run_id`
+/// or `subject`) and the id it names, never for a token.
+fn described(target: &RevokeTarget) -> (&'static str, Option<&str>) {
+    match target {
+        RevokeTarget::Token(_) => ("token", None),
+        RevokeTarget::GrantId(id) => ("grant_id", Some(id)),
+        RevokeTarget::RunId(id) => ("run_id", Some(id)),
+        RevokeTarget::Subject(id) => ("subject", Some(id)),
     }
 }

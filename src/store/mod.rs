@@ -278,6 +278,11 @@ pub trait Store: Clone + Send + Sync + 'static {
         reason: RevokeReason,
     ) -> impl Future<Output = Result<u64>> + Send;
 
+    /// Counts one more replay of the grant (see [`crate::rules::Hidden::is_replay`])
+    /// and returns its count so far, across replicas; `None` if there is no
+    /// such grant (it was swept).
+    fn count_replay(&self, grant_id: &str) -> impl Future<Output = Result<Option<u64>>> + Send;
+
     /// One grant by id (restricted to `issued_by`, when set).
     fn get(
         &self,

@@ -382,6 +382,14 @@ impl Store for PgStore {
         Ok(done.rows_affected())
     }
 
+    async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
+        let replays: Option<i64> = sqlx::query_scalar(sql::count_replay!())
+            .bind(grant_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(replays.map(|n| u64::try_from(n).unwrap_or_default()))
+    }
+
     async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
         let row = sqlx::query(sql::get!())
             .bind(grant_id)

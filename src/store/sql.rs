@@ -237,6 +237,13 @@ macro_rules! get {
     };
 }
 
+/// Counts one more replay of grant `$1`, returning the count.
+macro_rules! count_replay {
+    () => {
+        "UPDATE grants SET replays = replays + 1 WHERE grant_id = $1 RETURNING replays"
+    };
+}
+
 /// `$1` retention, `$2` batch size; `$lock` is PostgreSQL's `FOR UPDATE SKIP
 /// LOCKED` (replicas sweeping at once take disjoint rows) or nothing.
 /// The live-grants gauge: an index range on `expires_at`, every 30 s.
@@ -324,8 +331,8 @@ macro_rules! consume_keyed {
 }
 
 pub(crate) use {
-    consume, consume_keyed, consume_many, count_live, find, find_keyed, find_many, get,
-    grant_columns, insert, insert_many, live, prior_claim, record_key, reserve_key, revoke,
+    consume, consume_keyed, consume_many, count_live, count_replay, find, find_keyed, find_many,
+    get, grant_columns, insert, insert_many, live, prior_claim, record_key, reserve_key, revoke,
     row_readers, sweep, touch,
 };
 

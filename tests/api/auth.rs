@@ -197,6 +197,11 @@ async fn the_clients_file_is_reloaded_when_it_changes() {
     // A broken file keeps the clients in force.
     replace(&path, "[[clients]]\nid = ");
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    assert!(app.client().mint(keyed(newcomer.expose(), mint_req("u"))).await.is_ok());
+    assert!(
+        app.client()
+            .mint(keyed(newcomer.expose(), mint_req("u")))
+            .await
+            .is_ok()
+    );
     assert!(app.mint("minter", mint_req("u")).await.is_ok());
 }

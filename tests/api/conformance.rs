@@ -44,6 +44,7 @@ conformance!(
     listen_announces_grants_ended_early,
     a_claim_key_consumes_once_and_replays_after,
     find_keyed_reports_the_claim_a_key_made,
+    replays_are_counted_per_grant,
 );
 
 /// Runs `test` against a migrated store of `backend` (generic over the
@@ -128,6 +129,9 @@ impl Store for AnyStore {
         r: RevokeReason,
     ) -> tessera::store::Result<u64> {
         dispatch!(self, s => s.revoke(t, by, r).await)
+    }
+    async fn count_replay(&self, id: &str) -> tessera::store::Result<Option<u64>> {
+        dispatch!(self, s => s.count_replay(id).await)
     }
     async fn get(&self, id: &str, by: Option<&str>) -> tessera::store::Result<Option<Grant>> {
         dispatch!(self, s => s.get(id, by).await)
@@ -624,5 +628,31 @@ async fn find_keyed_reports_the_claim_a_key_made(store: AnyStore) {
             .await
             .unwrap()
             .is_none()
+    );
+}
+
+/// Each grant counts its own replays, in its row: concurrent counts are
+/// exact and distinct, and counting changes nothing else about the grant.
+async fn replays_are_counted_per_grant(store: AnyStore) {
+    let (_, one) = new_grant("m", "r", 1, HOUR);
+    let (_, other) = new_grant("m", "r", 1, HOUR);
+    let one_stored = store.insert(&one).await.unwrap();
+    store.insert(&other).await.unwrap();
+    assert_eq!(store.count_replay(&one.grant_id).await.unwrap(), Some(1));
+    assert_eq!(store.count_replay(&one.grant_id).await.unwrap(), Some(2));
+    assert_eq!(store.count_replay(&other.grant_id).await.unwrap(), Some(1));
+    let mut racing = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (store, id) = (store.clone(), one.grant_id.clone());
+        racing.spawn(async move { store.count_replay(&id).await.unwrap().unwrap() });
+    }
+    let mut counts = racing.join_all().await;
+    counts.sort_unstable();
+    assert_eq!(counts, (3..=10).collect::<Vec<_>>());
+    let unknown = store.count_replay("grt_0000000000000000000000").await;
+    assert_eq!(unknown.unwrap(), None);
+    assert_eq!(
+        store.get(&one.grant_id, None).await.unwrap(),
+        Some(one_stored)
     );
 }

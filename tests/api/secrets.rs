@@ -27,7 +27,7 @@ async fn the_sqlite_files_are_private() {
     }
 }
 
-const PAYLOAD: &[u8] = b"sk-live-UPSTREAM-SECRET-0042";
+pub(crate) const PAYLOAD: &[u8] = b"sk-live-UPSTREAM-SECRET-0042";
 
 async fn the_database_holds_no_token_and_no_payload(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -52,7 +52,7 @@ async fn the_database_holds_no_token_and_no_payload(backend: Backend) {
     assert!(rows[0].windows(id.len()).any(|w| w == id.as_bytes()));
 }
 
-fn assert_secret_free(haystack: &[u8], token: &str, keys: &[String]) {
+pub(crate) fn assert_secret_free(haystack: &[u8], token: &str, keys: &[String]) {
     let contains = |needle: &[u8]| haystack.windows(needle.len()).any(|w| w == needle);
     // The hint (first 8 characters) is public; the rest of the token is not.
     assert!(!contains(&token.as_bytes()[8..]), "token found");
@@ -161,7 +161,7 @@ async fn logs_of_a_full_cycle_hold_no_secret() {
     assert_eq!(mac.len(), 32);
     assert_eq!(of("claim")["token_mac"], mac.as_str());
     assert_eq!(of("replay")["token_mac"], mac.as_str());
-    assert_eq!(of("replay")["replays"], 1);
+    assert_eq!(of("replay")["replays"], 1, "the first replay of this grant");
     assert!(
         audit
             .iter()

@@ -1,7 +1,8 @@
 //! The statements each call runs, pinned: the refusals that must be
 //! indistinguishable run the same ones, and each success path runs as few
 //! as it needs. A store that records every call it gets stands behind a
-//! real authority.
+//! real authority. Replays are counted after the reply, by a task of their
+//! own: those calls are recorded apart, and pinned too.
 
 use std::{
     sync::{Arc, Mutex},
@@ -28,6 +29,8 @@ use crate::support::{Backend, TestDb};
 struct Recording<S> {
     inner: S,
     calls: Arc<Mutex<Vec<&'static str>>>,
+    /// The grant of every replay counted, in whatever order the tasks ran.
+    replays: Arc<Mutex<Vec<String>>>,
 }
 
 impl<S> Recording<S> {
@@ -37,6 +40,17 @@ impl<S> Recording<S> {
 
     fn take(&self) -> Vec<&'static str> {
         std::mem::take(&mut self.calls.lock().unwrap())
+    }
+
+    /// Waits for `count` replays to have been counted; returns their grants.
+    async fn replays_counted(&self, count: usize) -> Vec<String> {
+        for _ in 0..250 {
+            if self.replays.lock().unwrap().len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::mem::take(&mut self.replays.lock().unwrap())
     }
 }
 
@@ -76,6 +90,10 @@ impl<S: Store + Clone> Store for Recording<S> {
     async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: RevokeReason) -> Result<u64> {
         self.note("revoke");
         self.inner.revoke(t, by, r).await
+    }
+    async fn count_replay(&self, id: &str) -> Result<Option<u64>> {
+        self.replays.lock().unwrap().push(id.to_owned());
+        self.inner.count_replay(id).await
     }
     async fn get(&self, id: &str, by: Option<&str>) -> Result<Option<Grant>> {
         self.note("get");
@@ -126,6 +144,7 @@ async fn run<S: Store + Clone>(store: S) {
     let store = Recording {
         inner: store,
         calls: Arc::default(),
+        replays: Arc::default(),
     };
     let policy = Policy {
         default_ttl: Duration::from_secs(600),
@@ -146,13 +165,13 @@ async fn run<S: Store + Clone>(store: S) {
         payload: b"p".to_vec(),
         revoke_run_on_replay: false,
     };
-    let (revoked, _) = authority.mint(&minter, mint(0)).await.unwrap();
+    let (revoked, revoked_grant) = authority.mint(&minter, mint(0)).await.unwrap();
     let target = tessera::authority::Target::Token(revoked.clone());
     authority
         .revoke(&minter, target, RevokeReason::Manual)
         .await
         .unwrap();
-    let (used, _) = authority.mint(&minter, mint(1)).await.unwrap();
+    let (used, used_grant) = authority.mint(&minter, mint(1)).await.unwrap();
     assert!(matches!(
         authority.claim(&proxy, check(&used, None)).await.unwrap(),
         Claimed::Claimed { .. }
@@ -198,10 +217,18 @@ async fn run<S: Store + Clone>(store: S) {
         );
         assert_eq!(store.take(), ["find_keyed"], "keyed claim, {name}");
     }
+    // The revoked and the used-up grant were replayed three times each,
+    // and counted after each reply; the other refusals are no replays.
+    let ids = |grant: &Grant, times| vec![grant.grant_id.clone(); times];
+    let both = |times| [ids(&revoked_grant, times), ids(&used_grant, times)].concat();
+    let mut counted = store.replays_counted(6).await;
+    counted.sort_unstable();
+    assert_eq!(counted, both(3), "replays counted");
 
     // BOUNDED: every hidden refusal is read once, then answered from this
     // replica's memory for the cache's bounded age, a token never minted
-    // as much as a dead or foreign grant.
+    // as much as a dead or foreign grant. A replay answered from memory is
+    // counted in the database all the same, after the reply.
     for (name, caller, token, subject) in &cases {
         let cache = Arc::new(GrantCache::new(
             Duration::from_secs(60),
@@ -223,6 +250,9 @@ async fn run<S: Store + Clone>(store: S) {
             assert_eq!(store.take(), expected, "bounded validate, {name}");
         }
     }
+    let mut counted = store.replays_counted(4).await;
+    counted.sort_unstable();
+    assert_eq!(counted, both(2), "bounded replays counted");
 
     // The success paths.
     let (token, _) = authority.mint(&minter, mint(2)).await.unwrap();
@@ -257,7 +287,7 @@ async fn run<S: Store + Clone>(store: S) {
 
     // A replay that trips its run's revocation answers after one lookup;
     // the revocation follows on a task of its own.
-    let (tripwire, _) = authority
+    let (tripwire, tripwire_grant) = authority
         .mint(
             &minter,
             MintSpec {
@@ -289,6 +319,8 @@ async fn run<S: Store + Clone>(store: S) {
         ["find", "revoke"],
         "the run is revoked off the reply path"
     );
+    let counted = store.replays_counted(1).await;
+    assert_eq!(counted, ids(&tripwire_grant, 1), "and the replay counted");
 }
 
 fn check(token: &Token, subject: Option<&str>) -> Check {
