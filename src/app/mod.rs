@@ -190,6 +190,7 @@ async fn serve<S: Store + Clone>(
         },
         cache.clone(),
         Audit::new(config.audit_key()?),
+        metrics.clone(),
     ));
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness {

@@ -31,6 +31,7 @@ use crate::{
     cache::GrantCache,
     clients::Caller,
     input::InvalidInput,
+    metrics::Metrics,
     rules::{self, Hidden, Presented, Refusal},
     seal,
     store::{Grant, Keyed, Lookup, NewGrant, Prior, Store},
@@ -46,16 +47,24 @@ pub struct Authority<S> {
     cache: Option<Arc<GrantCache>>,
     /// Validate's uses, until [`Self::record_usage`] writes them.
     usage: Usage,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: Store> Authority<S> {
-    pub fn new(store: S, policy: Policy, cache: Option<Arc<GrantCache>>, audit: Audit) -> Self {
+    pub fn new(
+        store: S,
+        policy: Policy,
+        cache: Option<Arc<GrantCache>>,
+        audit: Audit,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             store,
             policy,
             audit,
             cache,
             usage: Usage::default(),
+            metrics,
         }
     }
 
@@ -215,6 +224,7 @@ impl<S: Store> Authority<S> {
             }
         }
         debug!(client = %caller.id, grant_id = %grant.grant_id, "validated");
+        self.metrics.check("validate", "VALID", "NONE");
         Ok(Validated::Valid(grant))
     }
 
@@ -295,6 +305,12 @@ impl<S: Store> Authority<S> {
             max_uses = grant.max_uses,
             "claimed"
         );
+        let counted = if outcome == "claimed" {
+            "CLAIMED"
+        } else {
+            "RETRIED"
+        };
+        self.metrics.check("claim", counted, "NONE");
         Ok(Claimed::Claimed { grant, payload })
     }
 
@@ -322,6 +338,8 @@ impl<S: Store> Authority<S> {
             why = refusal.hidden.map(Hidden::name),
             "token refused"
         );
+        let hidden = refusal.hidden.map_or("NONE", Hidden::name);
+        self.metrics.check(op, refusal.denial.name(), hidden);
         let replayed = refusal.hidden.is_some_and(Hidden::is_replay);
         if let (true, Some(grant)) = (replayed, grant) {
             self.replayed(&caller.id, grant, token_mac);

@@ -17,6 +17,7 @@ use crate::{
 impl<S: Store> Authority<S> {
     /// Counts the replay of `grant` by `client`, then logs it.
     pub(super) fn replayed(&self, client: &str, grant: Grant, token_mac: String) {
+        self.metrics.replayed();
         let store = self.store.clone();
         let (client, grant_id, run_id) = (
             client.to_owned(),
@@ -24,8 +25,6 @@ impl<S: Store> Authority<S> {
             grant.run_id.clone(),
         );
         tokio::spawn(async move {
-            // Where a `replays_total` counter goes: once per replay, whatever
-            // the database answers.
             let counted = store.count_replay(&grant_id).await;
             let (replays, error) = match &counted {
                 Ok(replays) => (*replays, None),

@@ -196,7 +196,10 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_) => Self::Unavailable(err),
+            | sqlx::Error::Tls(_)
+            // What a connection cut mid-handshake (TLS negotiation
+            // included) looks like: the next attempt may well succeed.
+            | sqlx::Error::Protocol(_) => Self::Unavailable(err),
             sqlx::Error::Database(ref db) if is_transient(db.code().as_deref()) => {
                 Self::Unavailable(err)
             }

@@ -15,6 +15,7 @@ use tessera::{
     cache::{GrantCache, Invalidation},
     clients::{Caller, Role},
     config::DatabaseConfig,
+    metrics::Metrics,
     store::{
         Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result, RevokeReason,
         RevokeTarget, SqliteStore, Store,
@@ -150,7 +151,13 @@ async fn run<S: Store + Clone>(store: S) {
         default_ttl: Duration::from_secs(600),
         max_ttl: Duration::from_secs(3600),
     };
-    let authority = Authority::new(store.clone(), policy, None, Audit::new(None));
+    let authority = Authority::new(
+        store.clone(),
+        policy,
+        None,
+        Audit::new(None),
+        Metrics::new(),
+    );
     let minter = Caller::new("minter", &[Role::Mint, Role::Claim, Role::Revoke]);
     let proxy = Caller::new("proxy", &[Role::Validate, Role::Claim]);
     let outsider = Caller::new("outsider", &[Role::Validate, Role::Claim]);
@@ -236,7 +243,13 @@ async fn run<S: Store + Clone>(store: S) {
             Default::default(),
         ));
         cache.apply(Invalidation::Resumed);
-        let cached = Authority::new(store.clone(), policy, Some(cache), Audit::new(None));
+        let cached = Authority::new(
+            store.clone(),
+            policy,
+            Some(cache),
+            Audit::new(None),
+            Metrics::new(),
+        );
         let bounded = || Check {
             bounded: true,
             ..check(token, *subject)
