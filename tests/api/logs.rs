@@ -115,18 +115,32 @@ async fn every_line_of_a_full_cycle_is_typed_json() {
     assert_eq!(access.len(), 11, "{access:#?}");
     for line in &access {
         assert!(line["latency_us"].is_u64(), "{line}");
-        assert!(line["peer"].as_str().unwrap().starts_with("127.0.0.1:"), "{line}");
+        assert!(
+            line["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
         let refused = line["code"] == "UNAUTHENTICATED";
-        assert_eq!(line["level"], if refused { "INFO" } else { "DEBUG" }, "{line}");
+        assert_eq!(
+            line["level"],
+            if refused { "INFO" } else { "DEBUG" },
+            "{line}"
+        );
         let client = line["client"].as_str().unwrap();
         assert!(refused == client.is_empty(), "{line}");
     }
-    let methods: Vec<&str> = access.iter().map(|l| l["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = access
+        .iter()
+        .map(|l| l["method"].as_str().unwrap())
+        .collect();
     for method in ["Mint", "Validate", "Claim", "Revoke"] {
         assert!(methods.contains(&method), "{methods:?}");
     }
     assert_eq!(access.iter().filter(|l| l["code"] == "OK").count(), 10);
-    assert!(access.iter().any(|l| l["client"] == "proxy" && l["method"] == "Claim"));
+    assert!(
+        access
+            .iter()
+            .any(|l| l["client"] == "proxy" && l["method"] == "Claim")
+    );
 
     let audit = audit(&log);
     let one = |event: &str, grant: &pb::MintResponse, extra: &dyn Fn(&Value) -> bool| {

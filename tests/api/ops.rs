@@ -299,7 +299,7 @@ async fn dev_mode_stays_on_loopback() {
     assert!(err.to_string().contains("loopback"), "{err}");
 }
 
-fn tessera(args: &[&str]) -> std::process::Output {
+pub fn tessera(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
         .args(args)
         .output()

@@ -121,3 +121,35 @@ async fn a_locked_row_holds_up_only_its_own_claims() {
     );
     held.release().await;
 }
+
+/// A client's share is one share across gRPC and HTTP: with its claims
+/// held in flight, its introspections are shed too (429), while another
+/// client's are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_share_spans_grpc_and_http() {
+    use crate::support::http::{Auth, Version, form, send};
+    let app = TestApp::spawn_with(
+        Backend::Postgres,
+        Options {
+            max_in_flight: 8,
+            max_in_flight_per_client: Some(2),
+            ..Options::default()
+        },
+    )
+    .await;
+    let held = HeldClaims::start(&app, "minter", 2).await;
+    let introspect = |client: &'static str| {
+        let request = form(
+            "/oauth2/introspect",
+            Auth::Bearer(app.keys.key(client)),
+            &[("token", "tsr_x")],
+        );
+        send(app.http_addr, None, Version::H1, request)
+    };
+    let shed = introspect("minter").await;
+    assert_eq!(shed.status, 429);
+    assert_eq!(shed.header("retry-after"), ["1"]);
+    assert_eq!(introspect("reader").await.status, 200);
+    held.release().await;
+    assert_eq!(introspect("minter").await.status, 200);
+}

@@ -98,6 +98,21 @@ async fn grpc_and_http_are_served_over_tls() {
     assert!(plain.is_err() || !validates(&app, plain.unwrap()).await);
     let stranger = Ca::new("another CA");
     assert!(tls_channel(app.addr, &stranger.pem, None).await.is_err());
+
+    // `tessera health` speaks TLS too.
+    let ca = write(&files.dir, "server-ca.crt", &files.ca.pem);
+    let addr = app.addr.to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        crate::ops::tessera(&["health", "--addr", &addr, "--tls-ca", ca.to_str().unwrap()])
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "SERVING\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
