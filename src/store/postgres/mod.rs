@@ -1,14 +1,13 @@
 //! PostgreSQL: the production store that many replicas share.
 
 use std::{
-    future::Future,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
 use sqlx::{
     PgPool, Row,
-    postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow},
     types::Json,
 };
 
@@ -28,6 +27,10 @@ macro_rules! pg {
         sql::$statement!("tessera_now_us()" $(, $arg)*)
     };
 }
+
+mod keyed;
+mod listen;
+mod retry;
 
 /// The statements each hot RPC runs on success, in order and by name, for
 /// `tessera-bench --print-sql`: bench/compare.py hands them to pgbench.
@@ -163,68 +166,6 @@ pub(super) async fn insert_one(
     grant_from_row(&row)
 }
 
-/// The connection failed under the query (not the query itself).
-fn is_broken_connection(err: &sqlx::Error) -> bool {
-    match err {
-        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(db) => db
-            .code()
-            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
-        _ => false,
-    }
-}
-
-impl PgStore {
-    /// Runs a read, retrying on another connection when a pooled one turns
-    /// out dead. A read is safe to repeat: a connection that died in the
-    /// pool (the database restarted, a proxy timed it out) costs a retry
-    /// instead of a failed call. Each failure discards one dead connection,
-    /// so after a restart it may take a few; retrying stops after half a
-    /// second, when the database itself is more likely gone. Writes are
-    /// never retried here: their first attempt may have committed.
-    async fn read<T, F>(&self, query: impl Fn() -> F) -> std::result::Result<T, sqlx::Error>
-    where
-        F: Future<Output = std::result::Result<T, sqlx::Error>>,
-    {
-        let started = std::time::Instant::now();
-        loop {
-            match query().await {
-                Err(err)
-                    if is_broken_connection(&err)
-                        && started.elapsed() < Duration::from_millis(500) => {}
-                result => return result,
-            }
-        }
-    }
-}
-
-/// The channel the `grants_ended` trigger notifies (migration 0002).
-const CHANNEL: &str = "tessera_grants";
-
-impl PgStore {
-    /// Listens until the connection is lost (`Ok`) or cannot be set up.
-    async fn listen_once(
-        &self,
-        on: &impl Fn(Invalidation),
-    ) -> std::result::Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
-        listener.listen(CHANNEL).await?;
-        on(Invalidation::Resumed);
-        while let Some(notification) = listener.try_recv().await? {
-            let mut hash = [0u8; 32];
-            match hex::decode_to_slice(notification.payload(), &mut hash) {
-                Ok(()) => on(Invalidation::Grant(TokenHash(hash))),
-                // Not ours to parse: forget everything rather than risk staleness.
-                Err(_) => {
-                    on(Invalidation::Lost);
-                    on(Invalidation::Resumed);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
     Ok(Grant {
         grant_id: row.try_get("grant_id")?,
@@ -357,9 +298,11 @@ impl Store for PgStore {
             client_id.to_owned(),
             *key_hash,
         );
-        tokio::spawn(async move { keyed_claim(&pool, &grant_id, &client_id, &key_hash).await })
-            .await
-            .map_err(|_| StoreError::Internal(sqlx::Error::WorkerCrashed))?
+        tokio::spawn(
+            async move { keyed::keyed_claim(&pool, &grant_id, &client_id, &key_hash).await },
+        )
+        .await
+        .map_err(|_| StoreError::Internal(sqlx::Error::WorkerCrashed))?
     }
 
     async fn revoke(
@@ -459,52 +402,4 @@ impl Store for PgStore {
     }
 }
 
-/// One statement ([`sql::consume_keyed!`]); only when a racing claim with
-/// the same key won does it read the claim that one made.
-async fn keyed_claim(
-    pool: &PgPool,
-    grant_id: &str,
-    client_id: &str,
-    key_hash: &[u8; 32],
-) -> Result<Keyed> {
-    let used = sqlx::query(pg!(consume_keyed))
-        .bind(grant_id)
-        .bind(client_id)
-        .bind(&key_hash[..])
-        .fetch_optional(pool)
-        .await;
-    match used {
-        Ok(Some(row)) => Ok(Keyed::Consumed(
-            grant_from_row(&row)?,
-            row.try_get("sealed_payload")?,
-        )),
-        Ok(None) => match prior_claim(pool, grant_id, client_id, key_hash).await? {
-            Some(prior) => Ok(prior),
-            None => Ok(Keyed::Refused),
-        },
-        Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-            match prior_claim(pool, grant_id, client_id, key_hash).await? {
-                Some(prior) => Ok(prior),
-                None => Err(StoreError::Internal(sqlx::Error::Database(err))),
-            }
-        }
-        Err(err) => Err(err.into()),
-    }
-}
-
-/// The claim `client_id` made on the grant with the key, if it did.
-async fn prior_claim(
-    pool: &PgPool,
-    grant_id: &str,
-    client_id: &str,
-    key_hash: &[u8; 32],
-) -> Result<Option<Keyed>> {
-    let row = sqlx::query(sql::prior_claim!())
-        .bind(grant_id)
-        .bind(client_id)
-        .bind(&key_hash[..])
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.as_ref().map(replayed_from_row).transpose()?)
-}
 sql::row_readers!(PgRow);
