@@ -260,6 +260,7 @@ mod tests {
                 revoke_reason: None,
                 last_used_at: None,
                 revoke_run_on_replay: false,
+                ..Grant::default()
             },
             expired: false,
             now,

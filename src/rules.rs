@@ -15,7 +15,7 @@
 //! So only a caller the grant was made for ever learns more than UNKNOWN,
 //! and a dead grant tells nobody which scopes it had.
 
-use crate::store::Grant;
+use crate::store::{Grant, Micros};
 
 /// What a caller is told when a token does not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +107,9 @@ pub struct Presented<'a> {
     pub required_scopes: &'a [String],
     /// Expired by the database's clock.
     pub expired: bool,
+    /// The database's clock: a rotated grant's revocation takes effect at
+    /// the end of its overlap, which may lie ahead.
+    pub now: Micros,
     /// This caller already claimed this grant with this claim key: the
     /// retry gets that claim back, whatever the grant's state is now.
     pub retried: bool,
@@ -121,7 +124,7 @@ pub fn judge(grant: &Grant, presented: &Presented<'_>) -> Result<(), Refusal> {
         return Err(Refusal::hidden(Hidden::OtherSubject));
     }
     if !presented.retried {
-        if grant.revoked_at.is_some() {
+        if grant.revoked_at.is_some_and(|at| at <= presented.now) {
             return Err(Refusal::hidden(Hidden::Revoked));
         }
         if grant.max_uses > 0 && grant.use_count >= grant.max_uses {
@@ -175,7 +178,26 @@ mod tests {
             revoke_reason: None,
             last_used_at: None,
             revoke_run_on_replay: false,
+            ..Grant::default()
         }
+    }
+
+    #[test]
+    fn a_rotated_grant_serves_until_its_overlap_ends() {
+        let rotated = Grant {
+            revoked_at: Some(20),
+            ..grant()
+        };
+        let scopes = [];
+        assert_eq!(judge(&rotated, &by("proxy", &scopes)), Ok(()));
+        let later = Presented {
+            now: 20,
+            ..by("proxy", &scopes)
+        };
+        assert_eq!(
+            judge(&rotated, &later),
+            Err(Refusal::hidden(Hidden::Revoked))
+        );
     }
 
     fn by<'a>(caller: &'a str, scopes: &'a [String]) -> Presented<'a> {
@@ -184,6 +206,7 @@ mod tests {
             subject: None,
             required_scopes: scopes,
             expired: false,
+            now: 10,
             retried: false,
         }
     }
@@ -287,6 +310,7 @@ mod tests {
                 subject: (!outsider).then_some("mallory"),
                 required_scopes: &scopes,
                 expired,
+                now: 10,
                 retried,
             };
             let refusal = judge(&g, &p).unwrap_err();

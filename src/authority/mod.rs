@@ -164,6 +164,7 @@ impl<S: Store> Authority<S> {
             subject: check.subject.as_deref(),
             required_scopes: &check.required_scopes,
             expired: lookup.expired,
+            now: lookup.now,
             retried: prior.is_some(),
         };
         Ok(match rules::judge(&lookup.grant, &presented) {

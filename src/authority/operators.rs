@@ -9,7 +9,7 @@ use crate::{
     cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Store},
+    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 
@@ -103,13 +103,19 @@ pub(super) async fn revoke_where<S: Store>(
     reason: RevokeReason,
     (client, cause): (&str, &'static str),
 ) -> Result<u64> {
-    let revoked = store.revoke(target, issued_by, reason).await?;
+    let Revoked {
+        count: revoked,
+        descendants,
+    } = store.revoke(target, issued_by, reason).await?;
     if let Some(cache) = cache {
         match target {
             RevokeTarget::Token(hash) => cache.invalidate(hash),
             RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
             RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
             RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
+        }
+        for hash in &descendants {
+            cache.invalidate(hash);
         }
     }
     let (target_kind, target_id) = described(target);
@@ -122,6 +128,7 @@ pub(super) async fn revoke_where<S: Store>(
         target_id,
         reason = reason.name(),
         revoked,
+        descendants = descendants.len(),
         "revoked"
     );
     Ok(revoked)

@@ -12,6 +12,7 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use crate::{cache::Invalidation, token::TokenHash};
 
 mod batch;
+mod lineage;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -70,7 +71,7 @@ impl RevokeReason {
 }
 
 /// A grant as stored, without its token, hash or payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Grant {
     pub grant_id: String,
     pub token_hint: String,
@@ -89,6 +90,13 @@ pub struct Grant {
     pub revoke_reason: Option<RevokeReason>,
     pub last_used_at: Option<Micros>,
     pub revoke_run_on_replay: bool,
+    /// The grant this one was delegated from, and how many delegations
+    /// deep it is (0 for a minted grant).
+    pub parent_grant_id: Option<String>,
+    pub depth: u32,
+    /// The grant this one replaced by rotation, and the one that replaced it.
+    pub rotated_from: Option<String>,
+    pub rotated_to: Option<String>,
 }
 
 /// What Mint writes. `issued_at` and `expires_at` come from the database's clock.
@@ -108,6 +116,58 @@ pub struct NewGrant {
     pub revoke_run_on_replay: bool,
     /// Ciphertext (see `seal`); empty when there is no payload.
     pub sealed_payload: Vec<u8>,
+}
+
+/// What a revoke ended.
+#[derive(Debug, Default)]
+pub struct Revoked {
+    /// Grants revoked, descendants included.
+    pub count: u64,
+    /// The token hashes of the descendants, which the caller's cache must
+    /// forget (the targets it knows how to find).
+    pub descendants: Vec<TokenHash>,
+}
+
+/// A rotation: the grant replaced, and its successor's token.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub grant_id: String,
+    /// Only this issuer's grant (`None`: admin).
+    pub issued_by: Option<String>,
+    pub successor_id: String,
+    pub token_hash: TokenHash,
+    pub token_hint: String,
+    /// The predecessor's payload, sealed under the successor's token.
+    pub sealed_payload: Vec<u8>,
+    pub ttl: Micros,
+    /// How long the predecessor stays valid.
+    pub overlap: Micros,
+}
+
+/// What a rotation did.
+#[derive(Debug)]
+pub struct Rotated {
+    pub successor: Grant,
+    pub predecessor: Grant,
+    /// As in [`Revoked::descendants`].
+    pub descendants: Vec<TokenHash>,
+}
+
+/// A delegated grant: what it narrows; the rest comes from its parent.
+#[derive(Debug, Clone)]
+pub struct Delegation {
+    pub parent_grant_id: String,
+    pub grant_id: String,
+    pub token_hash: TokenHash,
+    pub token_hint: String,
+    pub audience: Vec<String>,
+    pub scopes: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    pub sealed_payload: Vec<u8>,
+    pub max_uses: u32,
+    pub issued_by: String,
+    /// Capped by the parent's expiry, in the statement itself.
+    pub ttl: Micros,
 }
 
 /// A grant found by its token hash, judged against the database's clock.
@@ -272,14 +332,28 @@ pub trait Store: Clone + Send + Sync + 'static {
         key_hash: &[u8; 32],
     ) -> impl Future<Output = Result<Keyed>> + Send;
 
-    /// Revokes the live grants matching `target` (and `issued_by`, when set).
-    /// Returns how many it revoked.
+    /// Revokes the live grants matching `target` (and `issued_by`, when
+    /// set) and, in the same transaction, all their live descendants.
     fn revoke(
         &self,
         target: &RevokeTarget,
         issued_by: Option<&str>,
         reason: RevokeReason,
-    ) -> impl Future<Output = Result<u64>> + Send;
+    ) -> impl Future<Output = Result<Revoked>> + Send;
+
+    /// The sealed payload of a grant, to re-seal it under a successor's token.
+    fn payload(&self, grant_id: &str) -> impl Future<Output = Result<Option<Vec<u8>>>> + Send;
+
+    /// Rotates a live grant not rotated before, in one transaction: it and
+    /// its live descendants count as revoked (reason ROTATED) from now +
+    /// `overlap`, and the successor is inserted. `None` if the grant is not
+    /// live, was rotated already, or is not `issued_by`'s.
+    fn rotate(&self, rotation: &Rotation) -> impl Future<Output = Result<Option<Rotated>>> + Send;
+
+    /// Inserts a grant delegated from a live parent, inheriting its
+    /// subject, run and lineage, expiring no later than it. `None` if the
+    /// parent is not live (it may have ended since it was judged).
+    fn delegate(&self, child: &Delegation) -> impl Future<Output = Result<Option<Grant>>> + Send;
 
     /// Counts one more replay of the grant (see [`crate::rules::Hidden::is_replay`])
     /// and returns its count so far, across replicas; `None` if there is no

@@ -9,16 +9,19 @@ macro_rules! grant_columns {
     () => {
         "grant_id, token_hint, subject, audience, run_id, scopes, labels, max_uses, use_count, \
          issued_by, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, \
-         revoke_run_on_replay"
+         revoke_run_on_replay, parent_grant_id, depth, rotated_from, rotated_to"
     };
 }
 
-/// Usable now: not revoked, not expired, a use left. The one definition of
+/// Usable now: not revoked (a rotated grant's revocation may lie ahead, at
+/// the end of its overlap), not expired, a use left. The one definition of
 /// "live", for Claim, Revoke, ListGrants and the live count.
 macro_rules! live {
     ($now:literal) => {
         concat!(
-            "revoked_at IS NULL AND expires_at > ",
+            "(revoked_at IS NULL OR revoked_at > ",
+            $now,
+            ") AND expires_at > ",
             $now,
             " AND (max_uses = 0 OR use_count < max_uses)"
         )
@@ -222,8 +225,94 @@ macro_rules! revoke {
             $column,
             " = $1 AND ",
             $crate::store::sql::live!($now),
-            " AND ($3 IS NULL OR issued_by = $3)"
+            " AND ($3 IS NULL OR issued_by = $3) RETURNING grant_id"
         )
+    };
+}
+
+/// Revokes every live descendant of the grants `$ids` lists (the dialect's
+/// rows of `$1`) with reason `$2`, from now + `$3`. Returns their hashes.
+macro_rules! revoke_descendants {
+    ($now:literal, $ids:literal) => {
+        concat!(
+            "WITH RECURSIVE tree(id) AS (SELECT grant_id FROM grants WHERE parent_grant_id IN (",
+            $ids,
+            ") UNION SELECT g.grant_id FROM grants g JOIN tree ON g.parent_grant_id = tree.id) \
+             UPDATE grants SET revoked_at = ",
+            $now,
+            " + $3, revoke_reason = $2 WHERE grant_id IN (SELECT id FROM tree) AND ",
+            $crate::store::sql::live!($now),
+            " RETURNING token_hash"
+        )
+    };
+}
+
+/// Marks grant `$1` rotated into `$2`: revoked (reason `$4`) from now +
+/// `$3`. Only a live grant not rotated before, and only `$5`'s (NULL = any).
+macro_rules! rotate_out {
+    ($now:literal) => {
+        concat!(
+            "UPDATE grants SET rotated_to = $2, revoked_at = ",
+            $now,
+            " + $3, revoke_reason = $4 WHERE grant_id = $1 AND rotated_to IS NULL AND ",
+            $crate::store::sql::live!($now),
+            " AND ($5 IS NULL OR issued_by = $5) RETURNING ",
+            $crate::store::sql::grant_columns!()
+        )
+    };
+}
+
+/// The successor of grant `$6`: a copy with a new id, token and payload
+/// (`$1`..`$4`) and `$5` to live, no longer than its parent, if delegated.
+macro_rules! rotate_in {
+    ($now:literal) => {
+        concat!(
+            "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
+             scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
+             issued_at, expires_at, parent_grant_id, depth, rotated_from) \
+             SELECT $1, $2, $3, p.subject, p.audience, p.run_id, p.scopes, p.labels, $4, \
+             p.max_uses, p.issued_by, p.revoke_run_on_replay, ",
+            $now,
+            ", CASE WHEN parent.expires_at < ",
+            $now,
+            " + $5 THEN parent.expires_at ELSE ",
+            $now,
+            " + $5 END, p.parent_grant_id, p.depth, p.grant_id FROM grants p \
+             LEFT JOIN grants parent ON parent.grant_id = p.parent_grant_id \
+             WHERE p.grant_id = $6 RETURNING ",
+            $crate::store::sql::grant_columns!()
+        )
+    };
+}
+
+/// A grant delegated from `$11`, if it is live: its subject, run and
+/// replay policy, one level deeper, expiring no later than it. `$lock`
+/// keeps the parent from being revoked until this commits, so a revoke
+/// that follows finds the child.
+macro_rules! delegate {
+    ($now:literal, $lock:literal) => {
+        concat!(
+            "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
+             scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
+             issued_at, expires_at, parent_grant_id, depth) \
+             SELECT $1, $2, $3, subject, $4, run_id, $5, $6, $7, $8, $9, revoke_run_on_replay, ",
+            $now,
+            ", CASE WHEN expires_at < ",
+            $now,
+            " + $10 THEN expires_at ELSE ",
+            $now,
+            " + $10 END, grant_id, depth + 1 FROM grants WHERE grant_id = $11 AND ",
+            $crate::store::sql::live!($now),
+            $lock,
+            " RETURNING ",
+            $crate::store::sql::grant_columns!()
+        )
+    };
+}
+
+macro_rules! payload {
+    () => {
+        "SELECT sealed_payload FROM grants WHERE grant_id = $1"
     };
 }
 
@@ -331,9 +420,9 @@ macro_rules! consume_keyed {
 }
 
 pub(crate) use {
-    consume, consume_keyed, consume_many, count_live, count_replay, find, find_keyed, find_many,
-    get, grant_columns, insert, insert_many, live, prior_claim, record_key, reserve_key, revoke,
-    row_readers, sweep, touch,
+    consume, consume_keyed, consume_many, count_live, count_replay, delegate, find, find_keyed,
+    find_many, get, grant_columns, insert, insert_many, live, payload, prior_claim, record_key,
+    reserve_key, revoke, revoke_descendants, rotate_in, rotate_out, row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

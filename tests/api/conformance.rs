@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use tessera::{
     cache::Invalidation,
     store::{
-        Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeReason, RevokeTarget, SqliteStore, Store,
+        Delegation, Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeReason, RevokeTarget,
+        Revoked, Rotated, Rotation, SqliteStore, Store,
     },
     token::{GrantId, Token},
 };
@@ -127,8 +128,17 @@ impl Store for AnyStore {
         t: &RevokeTarget,
         by: Option<&str>,
         r: RevokeReason,
-    ) -> tessera::store::Result<u64> {
+    ) -> tessera::store::Result<Revoked> {
         dispatch!(self, s => s.revoke(t, by, r).await)
+    }
+    async fn payload(&self, id: &str) -> tessera::store::Result<Option<Vec<u8>>> {
+        dispatch!(self, s => s.payload(id).await)
+    }
+    async fn rotate(&self, r: &Rotation) -> tessera::store::Result<Option<Rotated>> {
+        dispatch!(self, s => s.rotate(r).await)
+    }
+    async fn delegate(&self, d: &Delegation) -> tessera::store::Result<Option<Grant>> {
+        dispatch!(self, s => s.delegate(d).await)
     }
     async fn count_replay(&self, id: &str) -> tessera::store::Result<Option<u64>> {
         dispatch!(self, s => s.count_replay(id).await)
@@ -281,21 +291,24 @@ async fn revoke_hits_live_grants_of_the_issuer(store: AnyStore) {
                 RevokeReason::Manual
             )
             .await
-            .unwrap(),
+            .unwrap()
+            .count,
         0
     );
     assert_eq!(
         store
             .revoke(&run, Some("m"), RevokeReason::RunEnded)
             .await
-            .unwrap(),
+            .unwrap()
+            .count,
         2
     );
     assert_eq!(
         store
             .revoke(&run, Some("m"), RevokeReason::RunEnded)
             .await
-            .unwrap(),
+            .unwrap()
+            .count,
         0
     );
     let revoked = store.get(&a.grant_id, None).await.unwrap().unwrap();
@@ -309,7 +322,8 @@ async fn revoke_hits_live_grants_of_the_issuer(store: AnyStore) {
                 RevokeReason::SubjectDisabled
             )
             .await
-            .unwrap(),
+            .unwrap()
+            .count,
         1
     );
     assert_eq!(

@@ -17,8 +17,8 @@ use tessera::{
     config::DatabaseConfig,
     metrics::Metrics,
     store::{
-        Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result, RevokeReason,
-        RevokeTarget, SqliteStore, Store,
+        Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result,
+        RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
     },
     token::{Token, TokenHash},
 };
@@ -88,9 +88,21 @@ impl<S: Store + Clone> Store for Recording<S> {
         self.note("consume_keyed");
         self.inner.consume_keyed(id, client, key).await
     }
-    async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: RevokeReason) -> Result<u64> {
+    async fn revoke(&self, t: &RevokeTarget, by: Option<&str>, r: RevokeReason) -> Result<Revoked> {
         self.note("revoke");
         self.inner.revoke(t, by, r).await
+    }
+    async fn payload(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        self.note("payload");
+        self.inner.payload(id).await
+    }
+    async fn rotate(&self, r: &Rotation) -> Result<Option<Rotated>> {
+        self.note("rotate");
+        self.inner.rotate(r).await
+    }
+    async fn delegate(&self, d: &Delegation) -> Result<Option<Grant>> {
+        self.note("delegate");
+        self.inner.delegate(d).await
     }
     async fn count_replay(&self, id: &str) -> Result<Option<u64>> {
         self.replays.lock().unwrap().push(id.to_owned());

@@ -12,8 +12,8 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeReason,
-    RevokeTarget, Store, StoreError, TOUCH_INTERVAL,
+    Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result,
+    RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError, TOUCH_INTERVAL,
     batch::{self, Answer, Batcher},
     micros, sql, to_u32,
 };
@@ -29,6 +29,7 @@ macro_rules! pg {
 }
 
 mod keyed;
+mod lineage;
 mod listen;
 mod retry;
 
@@ -184,6 +185,10 @@ pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Er
         revoke_reason: RevokeReason::from_code(row.try_get::<i16, _>("revoke_reason")?.into()),
         last_used_at: row.try_get("last_used_at")?,
         revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
+        parent_grant_id: row.try_get("parent_grant_id")?,
+        depth: to_u32(row.try_get("depth")?),
+        rotated_from: row.try_get("rotated_from")?,
+        rotated_to: row.try_get("rotated_to")?,
     })
 }
 
@@ -310,19 +315,20 @@ impl Store for PgStore {
         target: &RevokeTarget,
         issued_by: Option<&str>,
         reason: RevokeReason,
-    ) -> Result<u64> {
-        let query = match target {
-            RevokeTarget::Token(hash) => sqlx::query(pg!(revoke, "token_hash")).bind(&hash.0[..]),
-            RevokeTarget::GrantId(id) => sqlx::query(pg!(revoke, "grant_id")).bind(id.as_str()),
-            RevokeTarget::RunId(id) => sqlx::query(pg!(revoke, "run_id")).bind(id.as_str()),
-            RevokeTarget::Subject(id) => sqlx::query(pg!(revoke, "subject")).bind(id.as_str()),
-        };
-        let done = query
-            .bind(reason.code())
-            .bind(issued_by)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+    ) -> Result<Revoked> {
+        lineage::revoke(&self.pool, target, issued_by, reason).await
+    }
+
+    async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
+        lineage::payload(&self.pool, grant_id).await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
+        lineage::rotate(&self.pool, rotation).await
+    }
+
+    async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
+        lineage::delegate(&self.pool, child).await
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {

@@ -15,9 +15,12 @@ use sqlx::{
 };
 
 use super::{
-    Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result, RevokeReason,
-    RevokeTarget, Store, StoreError, TOUCH_INTERVAL, micros, sql, to_u32,
+    Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result,
+    RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError, TOUCH_INTERVAL,
+    micros, sql, to_u32,
 };
+
+mod lineage;
 use tracing::warn;
 
 use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
@@ -111,6 +114,10 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
         revoke_reason: RevokeReason::from_code(row.try_get("revoke_reason")?),
         last_used_at: row.try_get("last_used_at")?,
         revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
+        parent_grant_id: row.try_get("parent_grant_id")?,
+        depth: to_u32(row.try_get("depth")?),
+        rotated_from: row.try_get("rotated_from")?,
+        rotated_to: row.try_get("rotated_to")?,
     })
 }
 
@@ -232,19 +239,20 @@ impl Store for SqliteStore {
         target: &RevokeTarget,
         issued_by: Option<&str>,
         reason: RevokeReason,
-    ) -> Result<u64> {
-        let query = match target {
-            RevokeTarget::Token(hash) => sqlx::query(lite!(revoke, "token_hash")).bind(&hash.0[..]),
-            RevokeTarget::GrantId(id) => sqlx::query(lite!(revoke, "grant_id")).bind(id.as_str()),
-            RevokeTarget::RunId(id) => sqlx::query(lite!(revoke, "run_id")).bind(id.as_str()),
-            RevokeTarget::Subject(id) => sqlx::query(lite!(revoke, "subject")).bind(id.as_str()),
-        };
-        let done = query
-            .bind(reason.code())
-            .bind(issued_by)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+    ) -> Result<Revoked> {
+        lineage::revoke(&self.pool, target, issued_by, reason).await
+    }
+
+    async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
+        lineage::payload(&self.pool, grant_id).await
+    }
+
+    async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
+        lineage::rotate(&self.pool, rotation).await
+    }
+
+    async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
+        lineage::delegate(&self.pool, child).await
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
