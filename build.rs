@@ -27,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".tessera.v1.ClaimResponse",
             ".tessera.v1.RevokeRequest",
             ".tessera.v1.RevokeRequest.target",
+            ".tessera.v1.RotateRequest",
+            ".tessera.v1.RotateRequest.target",
+            ".tessera.v1.RotateResponse",
+            ".tessera.v1.DelegateRequest",
+            ".tessera.v1.DelegateResponse",
         ])
         .compile_fds(fds)?;
     Ok(())

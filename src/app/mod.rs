@@ -187,6 +187,7 @@ async fn serve<S: Store + Clone>(
         Policy {
             default_ttl: config.default_ttl,
             max_ttl: config.max_ttl,
+            max_delegation_depth: config.max_delegation_depth,
         },
         cache.clone(),
         Audit::new(config.audit_key()?),

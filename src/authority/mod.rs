@@ -19,12 +19,16 @@ use std::{
 use sha2::{Digest, Sha256};
 use tracing::{debug, info};
 
+mod lineage;
 mod operators;
 mod replay;
 mod types;
 
 pub use crate::rules::Denial;
-pub use types::{Check, Claimed, Error, MintSpec, Page, Policy, Result, Target, Validated};
+pub use types::{
+    Check, Claimed, DelegateSpec, Error, MintSpec, Page, Policy, Result, RotateTarget, Target,
+    Validated,
+};
 
 use crate::{
     audit::{self, Audit},

@@ -16,6 +16,8 @@ use crate::{
 pub struct Policy {
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// How many delegations deep a grant may be.
+    pub max_delegation_depth: u32,
 }
 
 /// A Mint request whose fields passed their limits. No `Debug`: it holds
@@ -114,6 +116,30 @@ pub enum Target {
     Subject(String),
 }
 
+/// What Rotate replaces, as the caller named it.
+#[derive(Debug)]
+pub enum RotateTarget {
+    Token(Token),
+    GrantId(String),
+}
+
+/// A Delegate request whose fields passed their limits; the rules against
+/// the parent come after. No `Debug`: it holds the parent token and the
+/// plaintext payload.
+pub struct DelegateSpec {
+    pub parent_token: String,
+    /// Empty: the parent's.
+    pub scopes: Vec<String>,
+    /// Empty: the parent's.
+    pub audience: Vec<String>,
+    /// `None`: the parent's remaining lifetime.
+    pub ttl: Option<Duration>,
+    /// 0: the parent's remaining uses (unlimited under an unlimited parent).
+    pub max_uses: u32,
+    pub labels: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
 /// A page of ListGrants.
 #[derive(Debug)]
 pub struct Page {
@@ -128,6 +154,13 @@ pub enum Error {
     Invalid(#[from] InvalidInput),
     #[error("grant not found")]
     NotFound,
+    /// Delegate's parent is not a live token this caller may use: the
+    /// same answer whatever the reason, as for an unknown token.
+    #[error("parent_token: no live grant this client may delegate from")]
+    ParentUnknown,
+    /// The request is well formed but the grant's state refuses it.
+    #[error("{0}")]
+    Precondition(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -148,7 +181,8 @@ impl Error {
             Error::Unsealable(source) => {
                 tracing::error!(error = %source, "stored payload does not open");
             }
-            Error::Invalid(_) | Error::NotFound => {}
+            Error::Invalid(_) | Error::NotFound | Error::ParentUnknown | Error::Precondition(_) => {
+            }
         }
     }
 }

@@ -62,6 +62,11 @@ pub struct Config {
     #[arg(long, env = "TESSERA_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
+    /// How many delegations deep a grant may be (a sub-agent's token is 1,
+    /// its own sub-agent's 2, ...).
+    #[arg(long, env = "TESSERA_MAX_DELEGATION_DEPTH", default_value_t = 4)]
+    pub max_delegation_depth: u32,
+
     /// How long expired, used-up and revoked grants are kept before deletion.
     #[arg(long, env = "TESSERA_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention: Duration,
@@ -175,6 +180,7 @@ impl fmt::Debug for Config {
             .field("clients", &self.clients)
             .field("default_ttl", &self.default_ttl)
             .field("max_ttl", &self.max_ttl)
+            .field("max_delegation_depth", &self.max_delegation_depth)
             .field("retention", &self.retention)
             .field("sweep_interval", &self.sweep_interval)
             .field("cache_max_age", &self.cache_max_age)

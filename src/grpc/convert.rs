@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use crate::{
-    authority::{Check, Claimed, Denial, MintSpec, Page, Target, Validated},
+    authority::{
+        Check, Claimed, DelegateSpec, Denial, MintSpec, Page, RotateTarget, Target, Validated,
+    },
     input::{self, InvalidInput},
     pb,
     store::{Grant, Micros, RevokeReason},
@@ -22,6 +24,44 @@ pub fn mint_spec(req: pb::MintRequest) -> input::Result<MintSpec> {
         max_uses: req.max_uses,
         payload: input::payload("payload", req.payload)?,
         revoke_run_on_replay: req.revoke_run_on_replay,
+    })
+}
+
+pub fn rotate_request(
+    req: pb::RotateRequest,
+) -> input::Result<(RotateTarget, Duration, Option<Duration>)> {
+    use pb::rotate_request::Target as T;
+    let target = match req.target {
+        Some(T::Token(token)) => {
+            input::token("token", &token)?;
+            RotateTarget::Token(
+                Token::parse(&token)
+                    .map_err(|_| InvalidInput::new("token", "is not a Tessera token"))?,
+            )
+        }
+        Some(T::GrantId(id)) => RotateTarget::GrantId(input::required_id("grant_id", id)?),
+        None => return Err(InvalidInput::new("target", "set one of token or grant_id")),
+    };
+    let overlap = match req.overlap {
+        None => Duration::ZERO,
+        Some(overlap) => match (u64::try_from(overlap.seconds), u32::try_from(overlap.nanos)) {
+            (Ok(seconds), Ok(nanos)) if nanos < 1_000_000_000 => Duration::new(seconds, nanos),
+            _ => return Err(InvalidInput::new("overlap", "must not be negative")),
+        },
+    };
+    Ok((target, overlap, req.ttl.map(ttl).transpose()?))
+}
+
+pub fn delegate_spec(req: pb::DelegateRequest) -> input::Result<DelegateSpec> {
+    input::token("parent_token", &req.parent_token)?;
+    Ok(DelegateSpec {
+        parent_token: req.parent_token,
+        scopes: input::scopes("scopes", req.scopes)?,
+        audience: input::audience("audience", req.audience)?,
+        ttl: req.ttl.map(ttl).transpose()?,
+        max_uses: req.max_uses,
+        labels: input::labels("labels", req.labels)?,
+        payload: input::payload("payload", req.payload)?,
     })
 }
 
@@ -121,6 +161,10 @@ impl From<Grant> for pb::Grant {
             revoke_reason: g.revoke_reason.map_or(0, |r| i32::from(r.code())),
             last_used_at: g.last_used_at.map(timestamp),
             revoke_run_on_replay: g.revoke_run_on_replay,
+            parent_grant_id: g.parent_grant_id.unwrap_or_default(),
+            depth: g.depth,
+            rotated_from: g.rotated_from.unwrap_or_default(),
+            rotated_to: g.rotated_to.unwrap_or_default(),
         }
     }
 }

@@ -54,7 +54,7 @@ pub struct Served(pub Arc<Caller>);
 /// UNIMPLEMENTED).
 fn role_for(method: &str) -> Option<Role> {
     match method {
-        "Mint" => Some(Role::Mint),
+        "Mint" | "Rotate" | "Delegate" => Some(Role::Mint),
         "Validate" => Some(Role::Validate),
         "Claim" => Some(Role::Claim),
         "Revoke" => Some(Role::Revoke),
@@ -72,6 +72,8 @@ pub fn logged(method: &str) -> &'static str {
         "Revoke" => "Revoke",
         "GetGrant" => "GetGrant",
         "ListGrants" => "ListGrants",
+        "Rotate" => "Rotate",
+        "Delegate" => "Delegate",
         _ => "other",
     }
 }

@@ -93,6 +93,33 @@ impl<S: Store> TokenAuthority for Service<S> {
         Ok(Response::new(pb::RevokeResponse { revoked }))
     }
 
+    async fn rotate(
+        &self,
+        request: Request<pb::RotateRequest>,
+    ) -> Result<Response<pb::RotateResponse>, Status> {
+        let caller = caller(&request)?;
+        let (target, overlap, ttl) = convert::rotate_request(request.into_inner())?;
+        let (token, grant, previous) = self.authority.rotate(&caller, target, overlap, ttl).await?;
+        Ok(Response::new(pb::RotateResponse {
+            token: token.into_plaintext(),
+            grant: Some(grant.into()),
+            previous: Some(previous.into()),
+        }))
+    }
+
+    async fn delegate(
+        &self,
+        request: Request<pb::DelegateRequest>,
+    ) -> Result<Response<pb::DelegateResponse>, Status> {
+        let caller = caller(&request)?;
+        let spec = convert::delegate_spec(request.into_inner())?;
+        let (token, grant) = self.authority.delegate(&caller, spec).await?;
+        Ok(Response::new(pb::DelegateResponse {
+            token: token.into_plaintext(),
+            grant: Some(grant.into()),
+        }))
+    }
+
     async fn get_grant(
         &self,
         request: Request<pb::GetGrantRequest>,

@@ -94,6 +94,59 @@ impl fmt::Debug for pb::revoke_request::Target {
     }
 }
 
+impl fmt::Debug for pb::RotateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateRequest")
+            .field("target", &self.target)
+            .field("overlap", &self.overlap)
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::rotate_request::Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use pb::rotate_request::Target;
+        match self {
+            Target::Token(_) => f.debug_tuple("Token").field(&REDACTED).finish(),
+            Target::GrantId(id) => f.debug_tuple("GrantId").field(id).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for pb::RotateResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotateResponse")
+            .field("token", &REDACTED)
+            .field("grant", &self.grant)
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::DelegateRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelegateRequest")
+            .field("parent_token", &REDACTED)
+            .field("scopes", &self.scopes)
+            .field("audience", &self.audience)
+            .field("ttl", &self.ttl)
+            .field("max_uses", &self.max_uses)
+            .field("labels", &self.labels)
+            .field("payload", &Bytes(self.payload.len()))
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::DelegateResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DelegateResponse")
+            .field("token", &REDACTED)
+            .field("grant", &self.grant)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +197,35 @@ mod tests {
                 pb::RevokeRequest {
                     target: Some(pb::revoke_request::Target::Token(token.clone())),
                     reason: 1
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::RotateRequest {
+                    target: Some(pb::rotate_request::Target::Token(token.clone())),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::RotateResponse {
+                    token: token.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::DelegateRequest {
+                    parent_token: token.clone(),
+                    payload: payload.clone(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::DelegateResponse {
+                    token: token.clone(),
+                    grant: None
                 }
             ),
         ];

@@ -29,6 +29,8 @@ impl From<Error> for Status {
         match err {
             Error::Invalid(invalid) => invalid.into(),
             Error::NotFound => Status::not_found("grant not found"),
+            Error::ParentUnknown => Status::not_found(err.to_string()),
+            Error::Precondition(why) => Status::failed_precondition(why),
             Error::Store(StoreError::Unavailable(_)) => {
                 Status::unavailable("database unavailable, retry later")
             }

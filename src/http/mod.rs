@@ -188,6 +188,15 @@ fn failure(err: Error) -> Response {
     match err {
         Error::Invalid(invalid_input) => invalid(&invalid_input),
         Error::NotFound => oauth_error(StatusCode::NOT_FOUND, "not_found", None),
+        // RFC 8693 2.2.2: a subject_token that is not valid for this use.
+        Error::ParentUnknown => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            Some("subject_token: no live grant this client may delegate from"),
+        ),
+        Error::Precondition(why) => {
+            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", Some(&why))
+        }
         Error::Store(StoreError::Unavailable(_)) => {
             err.log();
             let mut response = oauth_error(

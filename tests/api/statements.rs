@@ -162,6 +162,7 @@ async fn run<S: Store + Clone>(store: S) {
     let policy = Policy {
         default_ttl: Duration::from_secs(600),
         max_ttl: Duration::from_secs(3600),
+        max_delegation_depth: 4,
     };
     let authority = Authority::new(
         store.clone(),

@@ -129,6 +129,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         clients,
         default_ttl: d(options.default_ttl),
         max_ttl: d(options.max_ttl),
+        max_delegation_depth: 4,
         retention: d(options.retention),
         sweep_interval: d(options.sweep_interval),
         cache_max_age: d(options.cache_max_age),
