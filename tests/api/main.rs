@@ -10,6 +10,7 @@ mod conformance;
 mod faults;
 mod http;
 mod input;
+mod lineage;
 mod logs;
 mod ops;
 mod overload;
