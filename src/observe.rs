@@ -110,6 +110,7 @@ fn method(path: &str) -> &'static str {
         | "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo" => "Reflection",
         "/oauth2/introspect" => "introspect",
         "/oauth2/revoke" => "revoke",
+        "/oauth2/token" => "token",
         "/healthz" => "healthz",
         "/readyz" => "readyz",
         "/metrics" => "metrics",

@@ -9,6 +9,7 @@
 #![allow(clippy::result_large_err)]
 
 mod auth;
+mod exchange;
 mod oauth;
 
 use std::sync::{
@@ -56,6 +57,7 @@ pub fn router<S: Store>(face: Arc<Face<S>>) -> Router {
     let mut router = Router::new()
         .route("/oauth2/introspect", post(oauth::introspect::<S>))
         .route("/oauth2/revoke", post(oauth::revoke::<S>))
+        .route("/oauth2/token", post(exchange::token::<S>))
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata::<S>),
@@ -228,8 +230,12 @@ fn overloaded() -> Response {
     response
 }
 
-/// A form body's fields, each at most once (RFC 6749 3.2).
+/// A form body's fields, each at most once (RFC 6749 3.2) but for those
+/// a standard lets repeat (RFC 8693's `audience` and `resource`).
 struct Form(Vec<(String, String)>);
+
+/// Fields that may be given more than once.
+const REPEATABLE: [&str; 2] = ["audience", "resource"];
 
 impl Form {
     fn get(&self, name: &str) -> Option<&str> {
@@ -237,6 +243,14 @@ impl Form {
             .iter()
             .find(|(key, _)| key == name)
             .map(|(_, value)| value.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key == name)
+            .map(|(_, value)| value.clone())
+            .collect()
     }
 }
 
@@ -286,10 +300,20 @@ async fn read_form(door: &Door, request: Request) -> Result<Form, Response> {
     };
     let mut fields: Vec<(String, String)> = Vec::new();
     for (key, value) in form_urlencoded::parse(&bytes) {
-        if fields.iter().any(|(seen, _)| *seen == key) {
+        if !REPEATABLE.contains(&&*key) && fields.iter().any(|(seen, _)| *seen == key) {
             // Only the endpoints' own field names are repeated back.
             let field = match &*key {
-                "token" | "token_type_hint" | "client_id" | "client_secret" => &*key,
+                "token"
+                | "token_type_hint"
+                | "client_id"
+                | "client_secret"
+                | "grant_type"
+                | "subject_token"
+                | "subject_token_type"
+                | "requested_token_type"
+                | "scope"
+                | "actor_token"
+                | "actor_token_type" => &*key,
                 _ => "a form field",
             };
             return Err(invalid(&InvalidInput::new(

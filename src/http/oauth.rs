@@ -87,13 +87,15 @@ pub async fn metadata<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
     let methods = ["client_secret_basic", "client_secret_post"];
     let body = json!({
         "issuer": face.issuer,
+        "token_endpoint": format!("{base}/oauth2/token"),
+        "token_endpoint_auth_methods_supported": methods,
         "introspection_endpoint": format!("{base}/oauth2/introspect"),
         "introspection_endpoint_auth_methods_supported": methods,
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
         "revocation_endpoint_auth_methods_supported": methods,
         // Tessera issues tokens over its gRPC API, not through OAuth flows.
         "response_types_supported": [],
-        "grant_types_supported": [],
+        "grant_types_supported": [super::exchange::TOKEN_EXCHANGE],
     });
     let mut response = json(StatusCode::OK, body.to_string());
     response.headers_mut().insert(
@@ -116,7 +118,7 @@ pub fn metadata_path(issuer: &str) -> String {
 
 /// The caller, admitted with `role`, and its form. Credentials in the
 /// headers are checked before the body is read; form credentials after.
-async fn authenticated<S: Store>(
+pub(super) async fn authenticated<S: Store>(
     face: &Face<S>,
     method: &'static str,
     role: Role,
@@ -166,7 +168,7 @@ fn token_field(form: &Form) -> Result<&str, InvalidInput> {
         .ok_or_else(|| InvalidInput::new("token", "is required"))
 }
 
-fn served(mut response: Response, caller: Arc<Caller>) -> Response {
+pub(super) fn served(mut response: Response, caller: Arc<Caller>) -> Response {
     response.extensions_mut().insert(Served(caller));
     response
 }

@@ -7,6 +7,7 @@ mod attacks;
 mod auth;
 mod cache;
 mod conformance;
+mod exchange;
 mod faults;
 mod http;
 mod input;
