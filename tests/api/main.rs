@@ -21,6 +21,7 @@ mod rules;
 mod secrets;
 mod statements;
 mod tls;
+mod use_cases;
 
 /// Instantiates each async test body once per backend.
 #[macro_export]
