@@ -12,10 +12,12 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use crate::{cache::Invalidation, token::TokenHash};
 
 mod batch;
+pub mod credentials;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+pub use credentials::CredentialStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
