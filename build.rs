@@ -8,10 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // `sqlx::migrate!` embeds migrations/ at compile time.
     println!("cargo:rerun-if-changed=migrations");
     let fds = protox::compile(
-        [
-            "tessera/v1/authority.proto",
-            "tessera/v1/credentials.proto",
-        ],
+        ["tessera/v1/authority.proto", "tessera/v1/credentials.proto"],
         ["proto"],
     )?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

@@ -31,7 +31,10 @@ pub fn refresh_window(window: Option<Duration>) -> Result<Duration> {
     match window {
         None => Ok(DEFAULT_REFRESH_WINDOW),
         Some(window) if window <= MAX_REFRESH_WINDOW => Ok(window),
-        Some(_) => Err(InvalidInput::new("refresh_window", "must be at most 30 days")),
+        Some(_) => Err(InvalidInput::new(
+            "refresh_window",
+            "must be at most 30 days",
+        )),
     }
 }
 

@@ -185,7 +185,11 @@ mod tests {
     }
 
     fn secret() -> Secret {
-        Secret::parse("secret", [("access_token".to_owned(), b"at-SECRET".to_vec())]).unwrap()
+        Secret::parse(
+            "secret",
+            [("access_token".to_owned(), b"at-SECRET".to_vec())],
+        )
+        .unwrap()
     }
 
     const K1: &str = "k1:0101010101010101010101010101010101010101010101010101010101010101";
@@ -235,8 +239,14 @@ mod tests {
         for (text, expected) in [
             (String::new(), "no key"),
             ("# only a comment".to_owned(), "no key"),
-            (format!("k1:{secret_hex}"), "line 1: the key must be 64 hex digits"),
-            (format!("{K1}\nnocolon{secret_hex}"), "line 2: expected KEYID"),
+            (
+                format!("k1:{secret_hex}"),
+                "line 1: the key must be 64 hex digits",
+            ),
+            (
+                format!("{K1}\nnocolon{secret_hex}"),
+                "line 2: expected KEYID",
+            ),
             (format!("bad id:{}", "00".repeat(32)), "line 1: the key id"),
             (format!("{K1}\n{K1}"), "line 2: key id \"k1\" appears twice"),
         ] {
@@ -245,6 +255,9 @@ mod tests {
             assert!(!err.contains(&secret_hex[..16]), "{err}");
         }
         let printed = format!("{:?}", Keyring::parse(&format!("{K1}\n{K2}")).unwrap());
-        assert!(printed.contains("k2") && !printed.contains("0101"), "{printed}");
+        assert!(
+            printed.contains("k2") && !printed.contains("0101"),
+            "{printed}"
+        );
     }
 }

@@ -261,9 +261,7 @@ impl<S: CredentialStore> Credentials<S> {
             },
         );
         let (stored, secret) = found?.ok_or(Error::NotFound)?;
-        let due_by = stored
-            .now
-            .saturating_add(crate::store::micros(window));
+        let due_by = stored.now.saturating_add(crate::store::micros(window));
         Ok(Current {
             secret,
             version: stored.version,

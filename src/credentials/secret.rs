@@ -22,11 +22,7 @@ pub struct Secret(BTreeMap<String, Vec<u8>>);
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
-            .entries(
-                self.0
-                    .iter()
-                    .map(|(name, value)| (name, Size(value.len()))),
-            )
+            .entries(self.0.iter().map(|(name, value)| (name, Size(value.len()))))
             .finish()
     }
 }
@@ -45,10 +41,7 @@ impl Secret {
     /// named by 1 to 64 bytes without control characters, each at most
     /// 64 KiB, all together at most 256 KiB. Errors name the part, never a
     /// value.
-    pub fn parse(
-        field: &str,
-        parts: impl IntoIterator<Item = (String, Vec<u8>)>,
-    ) -> Result<Self> {
+    pub fn parse(field: &str, parts: impl IntoIterator<Item = (String, Vec<u8>)>) -> Result<Self> {
         let parts: BTreeMap<String, Vec<u8>> = parts.into_iter().collect();
         if parts.is_empty() {
             return Err(InvalidInput::new(field, "must have at least one part"));
@@ -65,7 +58,9 @@ impl Secret {
                 return Err(InvalidInput::new(field, "part names must not be empty"));
             }
             if name.len() > MAX_PART_NAME
-                || name.chars().any(|c| c.is_control() || crate::input::is_invisible(c))
+                || name
+                    .chars()
+                    .any(|c| c.is_control() || crate::input::is_invisible(c))
             {
                 return Err(InvalidInput::new(
                     field,
@@ -184,9 +179,15 @@ mod tests {
         let big = vec![0u8; MAX_PART + 1];
         for (parts, expected) in [
             (vec![], "secret: must have at least one part"),
-            (vec![("", &b"x"[..])], "secret: part names must not be empty"),
+            (
+                vec![("", &b"x"[..])],
+                "secret: part names must not be empty",
+            ),
             (vec![("a\nb", &b"x"[..])], "secret: part names"),
-            (vec![("a", &big[..])], "secret[a]: must be at most 65536 bytes"),
+            (
+                vec![("a", &big[..])],
+                "secret[a]: must be at most 65536 bytes",
+            ),
         ] {
             let err = secret(&parts).unwrap_err().to_string();
             assert!(err.starts_with(expected), "{err}");

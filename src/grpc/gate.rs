@@ -265,7 +265,10 @@ mod tests {
             route("/tessera.v1.TokenAuthority/Mint"),
             ("Mint", Some(Role::Mint))
         );
-        assert_eq!(route("/tessera.v1.TokenAuthority/GetGrant"), ("GetGrant", None));
+        assert_eq!(
+            route("/tessera.v1.TokenAuthority/GetGrant"),
+            ("GetGrant", None)
+        );
         assert_eq!(
             route("/tessera.v1.Credentials/Get"),
             ("Credentials/Get", credentials)
@@ -274,7 +277,10 @@ mod tests {
             route("/tessera.v1.Credentials/BeginRefresh"),
             ("Credentials/BeginRefresh", credentials)
         );
-        assert_eq!(route("/tessera.v1.Credentials/Nope"), ("other", credentials));
+        assert_eq!(
+            route("/tessera.v1.Credentials/Nope"),
+            ("other", credentials)
+        );
         assert_eq!(route("/tessera.v1.Credentials/"), ("other", credentials));
         assert_eq!(route("/tessera.v1.CredentialsX/Get"), ("other", None));
     }

@@ -146,7 +146,8 @@ pub trait CredentialStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Releases `client_id`'s lease `lease_id` if still held (not expired).
-    fn release(&self, client_id: &str, lease_id: &str) -> impl Future<Output = Result<bool>> + Send;
+    fn release(&self, client_id: &str, lease_id: &str)
+    -> impl Future<Output = Result<bool>> + Send;
 
     /// Deletes the credential in `slot`, lease and all; whether there was one.
     fn delete(&self, slot: &Slot) -> impl Future<Output = Result<bool>> + Send;
@@ -172,8 +173,11 @@ pub trait CredentialStore: Clone + Send + Sync + 'static {
 
     /// Writes `sealed` over `row` if it is unchanged since read (same
     /// version, same key); whether it did. The version stays.
-    fn reseal(&self, row: &Resealable, sealed: &Sealed)
-    -> impl Future<Output = Result<bool>> + Send;
+    fn reseal(
+        &self,
+        row: &Resealable,
+        sealed: &Sealed,
+    ) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// Writes `impl CredentialStore` for a store with a `pool` field, its row

@@ -23,8 +23,8 @@ pub fn credentials_server<S: CredentialStore>(
     credentials: Arc<Credentials<S>>,
     door: Arc<Door>,
 ) -> Gate<CredentialsServer<Service<S>>> {
-    let service = CredentialsServer::new(Service { credentials })
-        .max_decoding_message_size(MAX_MESSAGE);
+    let service =
+        CredentialsServer::new(Service { credentials }).max_decoding_message_size(MAX_MESSAGE);
     Gate::new(service, door)
 }
 
@@ -48,8 +48,10 @@ fn duration(field: &str, d: Option<prost_types::Duration>) -> Result<Option<Dura
 }
 
 fn expires_at(t: Option<prost_types::Timestamp>) -> Result<Option<i64>, Status> {
-    Ok(t.map(|t| input::timestamp("expires_at", t.seconds, t.nanos))
-        .transpose()?)
+    Ok(
+        t.map(|t| input::timestamp("expires_at", t.seconds, t.nanos))
+            .transpose()?,
+    )
 }
 
 #[tonic::async_trait]
@@ -135,7 +137,10 @@ impl<S: CredentialStore> pb::credentials_server::Credentials for Service<S> {
     ) -> Result<Response<pb::DeleteResponse>, Status> {
         let caller = self.admit(&request)?;
         let m = request.into_inner();
-        let deleted = self.credentials.delete(&caller, m.bearer_id, m.name).await?;
+        let deleted = self
+            .credentials
+            .delete(&caller, m.bearer_id, m.name)
+            .await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
