@@ -7,7 +7,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     // `sqlx::migrate!` embeds migrations/ at compile time.
     println!("cargo:rerun-if-changed=migrations");
-    let fds = protox::compile(["tessera/v1/authority.proto"], ["proto"])?;
+    let fds = protox::compile(
+        ["tessera/v1/authority.proto", "tessera/v1/credentials.proto"],
+        ["proto"],
+    )?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(
         out.join("tessera_descriptor.bin"),
@@ -32,6 +35,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ".tessera.v1.RotateResponse",
             ".tessera.v1.DelegateRequest",
             ".tessera.v1.DelegateResponse",
+            // Credentials: the messages that carry a secret.
+            ".tessera.v1.PutRequest",
+            ".tessera.v1.GetResponse",
+            ".tessera.v1.CompleteRefreshRequest",
         ])
         .compile_fds(fds)?;
     Ok(())

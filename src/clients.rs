@@ -28,6 +28,8 @@ pub enum Role {
     Admin,
     /// Reads `/metrics` (whose counts include the hidden reasons of refusals).
     Metrics,
+    /// Keeps credentials (the `Credentials` service), its own only.
+    Credentials,
 }
 
 impl Role {
@@ -43,6 +45,7 @@ impl Role {
             Role::Revoke => "revoke",
             Role::Admin => "admin",
             Role::Metrics => "metrics",
+            Role::Credentials => "credentials",
         }
     }
 }
@@ -122,6 +125,7 @@ impl Clients {
             Role::Revoke,
             Role::Admin,
             Role::Metrics,
+            Role::Credentials,
         ];
         Self {
             by_key: HashMap::new(),
@@ -300,6 +304,7 @@ mod tests {
         let clients = Clients::dev();
         let caller = clients.authenticate(None).unwrap();
         assert!(caller.has(Role::Admin) && caller.has(Role::Mint));
+        assert!(caller.has(Role::Credentials));
         assert_eq!(caller.id, DEV_CLIENT);
         assert_eq!(caller.issuer_scope(), None);
     }

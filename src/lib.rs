@@ -15,6 +15,7 @@
 //! - [`audit`]: the audit trail (events, keyed token MACs, typed fields).
 //! - [`rules`]: who may use a grant — one pure function, denials and their precedence.
 //! - [`authority`]: the domain operations — mint, validate, claim, revoke — over the rules, store, cache and audit trail.
+//! - [`credentials`]: upstream secrets kept per bearer, sealed at rest, refreshed under a lease.
 //! - [`cache`]: this replica's memory of grants, for BOUNDED Validate.
 //! - [`usage`]: Validate's `last_used_at`, noted per call and written in bulk.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
@@ -32,6 +33,7 @@ pub mod authority;
 pub mod cache;
 pub mod clients;
 pub mod config;
+pub mod credentials;
 pub mod door;
 #[cfg(test)]
 mod fuzz;

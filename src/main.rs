@@ -26,6 +26,19 @@ enum Command {
     Serve(Box<Config>),
     /// Apply the database migrations and exit.
     Migrate(DatabaseConfig),
+    /// Re-seal every stored credential under the --seal-key file's first
+    /// key, in batches, and report how many; then the file's other keys can
+    /// be dropped. Safe while servers run, and safe to run again.
+    Rekey {
+        #[command(flatten)]
+        database: DatabaseConfig,
+        /// The seal-key file (`KEYID:64hexdigits` lines, the first current).
+        #[arg(long, env = "TESSERA_SEAL_KEY")]
+        seal_key: std::path::PathBuf,
+        /// Rows read per batch.
+        #[arg(long, default_value_t = 500)]
+        batch_size: u32,
+    },
     /// Print a fresh client key and the clients-file entry that admits it.
     ClientKey {
         /// The client's id (what audiences name).
@@ -60,6 +73,11 @@ async fn main() -> anyhow::Result<()> {
             tracing::info!("migrations applied");
             Ok(())
         }
+        Some(Command::Rekey {
+            database,
+            seal_key,
+            batch_size,
+        }) => rekey(&database, &seal_key, batch_size).await,
         Some(Command::ClientKey { id, roles }) => {
             tessera::input::required_id("id", id.clone())?;
             let key = ClientKey::generate();
@@ -78,6 +96,34 @@ async fn main() -> anyhow::Result<()> {
         }
         Some(Command::Health { addr, service, tls }) => health(&addr, service, &tls).await,
     }
+}
+
+async fn rekey(
+    database: &DatabaseConfig,
+    seal_key: &std::path::Path,
+    batch: u32,
+) -> anyhow::Result<()> {
+    use tessera::credentials::{Keyring, rekey::rekey};
+    let _logs = telemetry::init(tessera::config::LogFormat::Text);
+    let keyring = Keyring::load(seal_key)?;
+    let report = match Backend::open(database)? {
+        Backend::Postgres(store) => rekey(&store, &keyring, batch).await,
+        Backend::Sqlite(store) => rekey(&store, &keyring, batch).await,
+    }?;
+    println!(
+        "resealed {} under key {:?}; {} changed meanwhile (already rewritten; run again to be \
+         sure); {} did not open",
+        report.resealed,
+        keyring.current(),
+        report.changed,
+        report.unopenable
+    );
+    anyhow::ensure!(
+        report.unopenable == 0,
+        "{} credentials are sealed under keys the --seal-key file lacks (see the log above)",
+        report.unopenable
+    );
+    Ok(())
 }
 
 async fn health(addr: &str, service: String, tls: &ClientTls) -> anyhow::Result<()> {

@@ -42,6 +42,14 @@ struct Check {
     hidden: &'static str,
 }
 
+/// A Credentials operation and how it ended (`ok`, `not_found`,
+/// `conflict`, `granted`, `held`, `stale`, `error`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CredentialOp {
+    op: &'static str,
+    outcome: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Reason {
     reason: &'static str,
@@ -93,6 +101,7 @@ pub struct Metrics {
     pool_max: Gauge,
     reloads: Family<Reload, Counter>,
     pub clients: Gauge,
+    credentials: Family<CredentialOp, Counter>,
     probe: std::sync::OnceLock<PoolProbe>,
 }
 
@@ -201,6 +210,13 @@ impl Metrics {
             "Clients in the clients file in force",
             clients.clone(),
         );
+        let credentials = Family::<CredentialOp, Counter>::default();
+        registry.register(
+            "credential_operations",
+            "Credentials operations by outcome: refresh leases granted or held by another, \
+             Put compare-and-set conflicts, stale leases",
+            credentials.clone(),
+        );
         Arc::new(Self {
             registry,
             calls,
@@ -217,6 +233,7 @@ impl Metrics {
             pool_max,
             reloads,
             clients,
+            credentials,
             probe: std::sync::OnceLock::new(),
         })
     }
@@ -257,6 +274,12 @@ impl Metrics {
 
     pub fn swept(&self, deleted: u64) {
         self.swept.inc_by(deleted);
+    }
+
+    pub fn credential(&self, op: &'static str, outcome: &'static str) {
+        self.credentials
+            .get_or_create(&CredentialOp { op, outcome })
+            .inc();
     }
 
     pub fn reloaded(&self, file: &'static str, result: &'static str) {

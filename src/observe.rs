@@ -115,6 +115,7 @@ fn method(path: &str) -> &'static str {
         "/readyz" => "readyz",
         "/metrics" => "metrics",
         _ if path.starts_with("/.well-known/oauth-authorization-server") => "metadata",
+        _ if path.starts_with("/tessera.v1.Credentials/") => crate::grpc::route(path).0,
         _ => match path.strip_prefix("/tessera.v1.TokenAuthority/") {
             Some(name) => logged(name),
             None => "other",

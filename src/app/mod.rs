@@ -22,13 +22,14 @@ use crate::{
     cache::GrantCache,
     clients::{Clients, Directory},
     config::{Config, DatabaseConfig, Limits},
+    credentials::{Credentials, Keyring},
     door::{Admission, Door},
     grpc, http,
     metrics::Metrics,
     net::{self, tls::Tls},
     observe::ObserveLayer,
     pb,
-    store::{PgStore, SqliteStore, Store},
+    store::{CredentialStore, PgStore, SqliteStore, Store},
 };
 
 use tasks::{Readiness, Reloadable};
@@ -88,6 +89,8 @@ pub struct App {
     clients: Arc<Directory>,
     tls: Option<Arc<Tls>>,
     backend: Backend,
+    /// `--seal-key`'s keys; `None`: the Credentials service is off.
+    keyring: Option<Arc<Keyring>>,
 }
 
 impl App {
@@ -103,6 +106,10 @@ impl App {
             }
         };
         let tls = Tls::load(&config.tls)?;
+        let keyring = match &config.seal_key {
+            Some(path) => Some(Arc::new(Keyring::load(path)?)),
+            None => None,
+        };
         let backend = Backend::open(&config.database)?;
         if config.no_migrate {
             backend.ensure_migrated().await?;
@@ -126,6 +133,7 @@ impl App {
             clients: Arc::new(clients),
             tls,
             backend,
+            keyring,
         })
     }
 
@@ -163,7 +171,7 @@ impl App {
     }
 }
 
-async fn serve<S: Store + Clone>(
+async fn serve<S: Store + CredentialStore + Clone>(
     store: S,
     app: App,
     shutdown: impl Future<Output = ()> + Send,
@@ -272,7 +280,15 @@ async fn serve<S: Store + Clone>(
         .add_service(health)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(grpc::server(authority.clone(), door));
+        .add_service(grpc::server(authority.clone(), door.clone()))
+        .add_service(grpc::credentials_server(
+            Arc::new(Credentials::new(
+                store.clone(),
+                app.keyring.clone(),
+                metrics.clone(),
+            )),
+            door,
+        ));
     let mut grpc_routes = routes.routes();
     let http_apart = app.http_listeners.is_some();
     if !http_apart {
@@ -287,6 +303,7 @@ async fn serve<S: Store + Clone>(
         tls = if app.tls.as_ref().is_some_and(|tls| tls.mutual()) { "mutual" } else if app.tls.is_some() { "on" } else { "off" },
         clients = clients.len(),
         dev = clients.is_dev(),
+        credentials = if app.keyring.is_some() { "on" } else { "off (no --seal-key)" },
         database = %crate::config::redact_url(&config.database.url),
         "serving"
     );

@@ -93,6 +93,13 @@ pub struct Config {
     #[arg(long, env = "TESSERA_AUDIT_KEY", hide_env_values = true)]
     pub audit_key: Option<String>,
 
+    /// Seal keys of the Credentials service: a file of `KEYID:64hexdigits`
+    /// lines. The first key seals every write; the others only open rows
+    /// sealed before (rotation; see `tessera rekey`). Without it the
+    /// Credentials service answers FAILED_PRECONDITION.
+    #[arg(long, env = "TESSERA_SEAL_KEY")]
+    pub seal_key: Option<PathBuf>,
+
     /// Log line format.
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -186,6 +193,7 @@ impl fmt::Debug for Config {
             .field("cache_max_age", &self.cache_max_age)
             .field("cache_capacity", &self.cache_capacity)
             .field("audit_key", &self.audit_key.as_ref().map(|_| "<set>"))
+            .field("seal_key", &self.seal_key)
             .field("log_format", &self.log_format)
             .field("no_migrate", &self.no_migrate)
             .finish()

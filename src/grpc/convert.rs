@@ -135,7 +135,7 @@ pub fn revoke_target(req: pb::RevokeRequest) -> input::Result<(Target, RevokeRea
     Ok((target, reason))
 }
 
-fn timestamp(micros: Micros) -> prost_types::Timestamp {
+pub(crate) fn timestamp(micros: Micros) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: micros.div_euclid(1_000_000),
         nanos: (micros.rem_euclid(1_000_000) * 1_000) as i32,

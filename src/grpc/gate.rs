@@ -1,7 +1,8 @@
-//! The gate in front of `TokenAuthority`: the [`Door`] applied to gRPC.
+//! The gate in front of `TokenAuthority` and `Credentials`: the [`Door`]
+//! applied to gRPC, one gate for every service.
 //!
 //! The key and the role the method needs are checked from the headers and
-//! the path alone, before the body is read; a refusal is audited with the
+//! the path alone ([`route`]), before the body is read; a refusal is audited with the
 //! method and answered at once. Then the body is received under a short
 //! deadline and a size limit, and only then does the call take its
 //! in-flight permits (RESOURCE_EXHAUSTED at once when there are none).
@@ -27,7 +28,7 @@ use crate::{
     input::MAX_MESSAGE,
 };
 
-/// Wraps the `TokenAuthority` service; clones share the door.
+/// Wraps a gRPC service; clones share the door.
 #[derive(Clone)]
 pub struct Gate<S> {
     inner: S,
@@ -59,6 +60,38 @@ fn role_for(method: &str) -> Option<Role> {
         "Claim" => Some(Role::Claim),
         "Revoke" => Some(Role::Revoke),
         _ => None,
+    }
+}
+
+/// The method a path calls, as logs and metrics name it, and the role it
+/// needs. Every `Credentials` path needs the `credentials` role, even one
+/// that names no method (the service answers it UNIMPLEMENTED).
+pub fn route(path: &str) -> (&'static str, Option<Role>) {
+    match path
+        .strip_prefix('/')
+        .and_then(|path| path.strip_prefix(crate::pb::credentials_server::SERVICE_NAME))
+        .and_then(|path| path.strip_prefix('/'))
+    {
+        Some(method) => (credentials_logged(method), Some(Role::Credentials)),
+        None => {
+            let method = logged(path.rsplit_once('/').map_or("", |(_, method)| method));
+            (method, role_for(method))
+        }
+    }
+}
+
+/// A `Credentials` method as the audit trail names it (prefixed: `Get`
+/// alone would say little beside `TokenAuthority`'s methods).
+fn credentials_logged(method: &str) -> &'static str {
+    match method {
+        "Put" => "Credentials/Put",
+        "Get" => "Credentials/Get",
+        "BeginRefresh" => "Credentials/BeginRefresh",
+        "CompleteRefresh" => "Credentials/CompleteRefresh",
+        "AbortRefresh" => "Credentials/AbortRefresh",
+        "Delete" => "Credentials/Delete",
+        "List" => "Credentials/List",
+        _ => "other",
     }
 }
 
@@ -126,20 +159,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit_once('/')
-            .map_or("", |(_, method)| method);
-        let method = logged(method);
+        let (method, role) = route(request.uri().path());
         let credentials = Credentials {
             key: bearer(request.headers()),
             client_id: None,
         };
-        let caller = match self
-            .door
-            .admit("grpc", method, credentials, role_for(method))
-        {
+        let caller = match self.door.admit("grpc", method, credentials, role) {
             Ok(caller) => caller,
             Err(err) => return Box::pin(async move { Ok(Status::from(err).into_http()) }),
         };
@@ -233,5 +258,32 @@ mod tests {
         assert_eq!(role_for("ListGrants"), None);
         assert_eq!(logged("Claim"), "Claim");
         assert_eq!(logged("Claim\"forged=1"), "other");
+    }
+
+    #[test]
+    fn routes_by_service() {
+        let credentials = Some(Role::Credentials);
+        assert_eq!(
+            route("/tessera.v1.TokenAuthority/Mint"),
+            ("Mint", Some(Role::Mint))
+        );
+        assert_eq!(
+            route("/tessera.v1.TokenAuthority/GetGrant"),
+            ("GetGrant", None)
+        );
+        assert_eq!(
+            route("/tessera.v1.Credentials/Get"),
+            ("Credentials/Get", credentials)
+        );
+        assert_eq!(
+            route("/tessera.v1.Credentials/BeginRefresh"),
+            ("Credentials/BeginRefresh", credentials)
+        );
+        assert_eq!(
+            route("/tessera.v1.Credentials/Nope"),
+            ("other", credentials)
+        );
+        assert_eq!(route("/tessera.v1.Credentials/"), ("other", credentials));
+        assert_eq!(route("/tessera.v1.CredentialsX/Get"), ("other", None));
     }
 }

@@ -3,6 +3,7 @@
 
 pub(crate) mod codec;
 pub(crate) mod convert;
+mod credentials;
 mod gate;
 mod redact;
 mod status;
@@ -20,7 +21,8 @@ use crate::{
     store::Store,
 };
 
-pub use gate::{Gate, Served, bearer, logged};
+pub use credentials::credentials_server;
+pub use gate::{Gate, Served, bearer, logged, route};
 pub use pb::token_authority_server::{SERVICE_NAME, TokenAuthorityServer};
 
 /// The `TokenAuthority` service over any store, behind its gate (key, role,

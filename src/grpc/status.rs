@@ -6,7 +6,9 @@
 
 use tonic::Status;
 
-use crate::{authority::Error, clients::AuthError, input::InvalidInput, store::StoreError};
+use crate::{
+    authority::Error, clients::AuthError, credentials, input::InvalidInput, store::StoreError,
+};
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
@@ -35,6 +37,25 @@ impl From<Error> for Status {
                 Status::unavailable("database unavailable, retry later")
             }
             Error::Store(StoreError::Internal(_)) | Error::Unsealable(_) => {
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+impl From<credentials::Error> for Status {
+    fn from(err: credentials::Error) -> Self {
+        use credentials::Error as E;
+        err.log();
+        match err {
+            E::Disabled | E::LeaseNotHeld => Status::failed_precondition(err.to_string()),
+            E::Invalid(invalid) => invalid.into(),
+            E::NotFound => Status::not_found(err.to_string()),
+            E::VersionMismatch(_) | E::Contended => Status::aborted(err.to_string()),
+            E::Store(StoreError::Unavailable(_)) => {
+                Status::unavailable("database unavailable, retry later")
+            }
+            E::Store(StoreError::Internal(_)) | E::Unsealable(_) => {
                 Status::internal("internal error")
             }
         }
@@ -77,5 +98,36 @@ mod tests {
         )))
         .into();
         assert_eq!(status.message(), "internal error");
+    }
+
+    #[test]
+    fn credential_codes() {
+        use crate::credentials::{Error as E, Unsealable};
+        let cases: Vec<(Status, Code)> = vec![
+            (E::Disabled.into(), Code::FailedPrecondition),
+            (E::LeaseNotHeld.into(), Code::FailedPrecondition),
+            (
+                E::Invalid(InvalidInput::new("name", "is required")).into(),
+                Code::InvalidArgument,
+            ),
+            (E::NotFound.into(), Code::NotFound),
+            (E::VersionMismatch("no").into(), Code::Aborted),
+            (E::Contended.into(), Code::Aborted),
+            (
+                E::Store(StoreError::Unavailable(sqlx::Error::PoolTimedOut)).into(),
+                Code::Unavailable,
+            ),
+            (
+                E::Unsealable(Unsealable::UnknownKey("k0".into())).into(),
+                Code::Internal,
+            ),
+        ];
+        for (status, code) in cases {
+            assert_eq!(status.code(), code, "{status:?}");
+        }
+        let disabled = Status::from(E::Disabled);
+        assert!(disabled.message().contains("--seal-key"), "{disabled:?}");
+        let hidden = Status::from(E::Unsealable(Unsealable::UnknownKey("k0".into())));
+        assert_eq!(hidden.message(), "internal error");
     }
 }

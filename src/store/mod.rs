@@ -13,10 +13,12 @@ use crate::{cache::Invalidation, token::TokenHash};
 
 mod batch;
 mod lineage;
+pub mod credentials;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
 
+pub use credentials::CredentialStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 

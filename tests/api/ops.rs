@@ -162,7 +162,11 @@ async fn health_and_reflection(backend: Backend) {
         panic!("v1 reflection lists services");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["tessera.v1.TokenAuthority", "grpc.health.v1.Health"] {
+    for expected in [
+        "tessera.v1.TokenAuthority",
+        "tessera.v1.Credentials",
+        "grpc.health.v1.Health",
+    ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
 

@@ -28,6 +28,7 @@ macro_rules! pg {
     };
 }
 
+mod credentials;
 mod keyed;
 mod lineage;
 mod listen;

@@ -25,6 +25,8 @@ use tracing::warn;
 
 use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
 
+mod credentials;
+
 /// SQLite's clock, in unix microseconds (millisecond resolution).
 macro_rules! lite {
     ($statement:ident $(, $arg:literal)*) => {

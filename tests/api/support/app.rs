@@ -5,7 +5,9 @@ use std::{collections::HashMap, net::SocketAddr, path::PathBuf, sync::Arc, time:
 use tessera::{
     app::App,
     config::{Config, DatabaseConfig, LogFormat},
-    pb::{self, token_authority_client::TokenAuthorityClient},
+    pb::{
+        self, credentials_client::CredentialsClient, token_authority_client::TokenAuthorityClient,
+    },
     token::ClientKey,
 };
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -19,8 +21,14 @@ use super::{Backend, Proxy, TestDb};
 
 /// The clients every keyed test server knows.
 pub const CLIENTS: &[(&str, &[&str])] = &[
-    ("minter", &["mint", "validate", "claim", "revoke"]),
-    ("other", &["mint", "validate", "claim", "revoke"]),
+    (
+        "minter",
+        &["mint", "validate", "claim", "revoke", "credentials"],
+    ),
+    (
+        "other",
+        &["mint", "validate", "claim", "revoke", "credentials"],
+    ),
     ("proxy", &["validate", "claim"]),
     ("reader", &["validate"]),
     ("ops", &["admin"]),
@@ -80,6 +88,8 @@ pub struct Options {
     pub shutdown_grace: &'static str,
     pub tls: tessera::config::TlsConfig,
     pub http_listen: Option<&'static str>,
+    /// `--seal-key`: the Credentials service is off without one.
+    pub seal_key: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -97,6 +107,7 @@ impl Default for Options {
             shutdown_grace: "20s",
             tls: Default::default(),
             http_listen: None,
+            seal_key: None,
         }
     }
 }
@@ -135,6 +146,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         cache_max_age: d(options.cache_max_age),
         cache_capacity: 10_000,
         audit_key: None,
+        seal_key: options.seal_key.clone(),
         log_format: LogFormat::Text,
         no_migrate: false,
     }
@@ -231,6 +243,10 @@ impl TestApp {
         }
     }
 
+    pub fn credentials(&self) -> CredentialsClient<Channel> {
+        CredentialsClient::new(self.channel.clone())
+    }
+
     pub fn client(&self) -> TokenAuthorityClient<Channel> {
         TokenAuthorityClient::new(self.channel.clone())
     }
@@ -320,6 +336,17 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// A `--seal-key` file of `(key id, 64 hex digits)` lines, the first current.
+pub fn seal_key_file(keys: &[(&str, &str)]) -> tempfile::NamedTempFile {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    for (id, key) in keys {
+        writeln!(file, "{id}:{key}").unwrap();
+    }
+    file.flush().unwrap();
+    file
 }
 
 /// A request with `authorization: Bearer <key>`.
