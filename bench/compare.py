@@ -61,6 +61,8 @@ def params(name, rows):
             11: "'dev'",
             12: "3600000000",
             13: "false",
+            14: "NULL::text",
+            15: "NULL::text",
         },
     }[name]
 

@@ -190,17 +190,25 @@ async fn serve<S: Store + CredentialStore + Clone>(
             metrics.cache.clone(),
         ))
     });
-    let authority = Arc::new(Authority::new(
+    let credentials = Arc::new(Credentials::new(
         store.clone(),
-        Policy {
-            default_ttl: config.default_ttl,
-            max_ttl: config.max_ttl,
-            max_delegation_depth: config.max_delegation_depth,
-        },
-        cache.clone(),
-        Audit::new(config.audit_key()?),
+        app.keyring.clone(),
         metrics.clone(),
     ));
+    let authority = Arc::new(
+        Authority::new(
+            store.clone(),
+            Policy {
+                default_ttl: config.default_ttl,
+                max_ttl: config.max_ttl,
+                max_delegation_depth: config.max_delegation_depth,
+            },
+            cache.clone(),
+            Audit::new(config.audit_key()?),
+            metrics.clone(),
+        )
+        .with_secrets(credentials.clone()),
+    );
     let (reporter, health) = tonic_health::server::health_reporter();
     let readiness = Readiness {
         reporter: reporter.clone(),
@@ -281,14 +289,7 @@ async fn serve<S: Store + CredentialStore + Clone>(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(grpc::server(authority.clone(), door.clone()))
-        .add_service(grpc::credentials_server(
-            Arc::new(Credentials::new(
-                store.clone(),
-                app.keyring.clone(),
-                metrics.clone(),
-            )),
-            door,
-        ));
+        .add_service(grpc::credentials_server(credentials, door));
     let mut grpc_routes = routes.routes();
     let http_apart = app.http_listeners.is_some();
     if !http_apart {

@@ -34,11 +34,12 @@ use crate::{
     audit::{self, Audit},
     cache::GrantCache,
     clients::Caller,
+    credentials::{Secret, SecretSource},
     input::InvalidInput,
     metrics::Metrics,
     rules::{self, Hidden, Presented, Refusal},
     seal,
-    store::{Grant, Keyed, Lookup, NewGrant, Prior, Store},
+    store::{CredentialRef, Grant, Keyed, Lookup, NewGrant, Prior, Store},
     token::{GrantId, Token, TokenHash},
     usage::Usage,
 };
@@ -52,6 +53,9 @@ pub struct Authority<S> {
     /// Validate's uses, until [`Self::record_usage`] writes them.
     usage: Usage,
     metrics: Arc<Metrics>,
+    /// Where a claim reads the credential a grant names; `None`: grants
+    /// cannot name one.
+    secrets: Option<Arc<dyn SecretSource>>,
 }
 
 impl<S: Store> Authority<S> {
@@ -69,7 +73,29 @@ impl<S: Store> Authority<S> {
             cache,
             usage: Usage::default(),
             metrics,
+            secrets: None,
         }
+    }
+
+    /// Lets grants name a stored credential that their claim hands over.
+    pub fn with_secrets(mut self, secrets: Arc<dyn SecretSource>) -> Self {
+        self.secrets = Some(secrets);
+        self
+    }
+
+    /// The current secret of `client_id`'s credential `named`: `None` if
+    /// it is gone.
+    async fn credential(
+        &self,
+        client_id: &str,
+        named: &CredentialRef,
+    ) -> Result<Option<(Secret, u64)>> {
+        let Some(secrets) = &self.secrets else {
+            return Err(crate::credentials::Error::Disabled.into());
+        };
+        Ok(secrets
+            .current(client_id, &named.bearer_id, &named.name)
+            .await?)
     }
 
     /// Writes the uses Validate noted since the last call, in one
@@ -101,6 +127,15 @@ impl<S: Store> Authority<S> {
             }
             Some(ttl) => ttl,
         };
+        if let Some(named) = &spec.payload_credential
+            && self.credential(&caller.id, named).await?.is_none()
+        {
+            return Err(InvalidInput::new(
+                "payload_credential",
+                "names no credential this client has stored",
+            )
+            .into());
+        }
         let token = Token::generate();
         let grant_id = GrantId::generate(unix_millis());
         let new = NewGrant {
@@ -117,6 +152,7 @@ impl<S: Store> Authority<S> {
             issued_by: caller.id.clone(),
             ttl,
             revoke_run_on_replay: spec.revoke_run_on_replay,
+            payload_credential: spec.payload_credential,
         };
         let grant = self.store.insert(&new).await?;
         info!(
@@ -247,6 +283,19 @@ impl<S: Store> Authority<S> {
             lookup,
             prior,
         } = found;
+        // A grant that hands over a stored credential reads it before the
+        // use is taken: if it is gone, the claim fails and consumes nothing.
+        let credential = match &lookup.grant.payload_credential {
+            None => None,
+            Some(named) => match self.credential(&lookup.grant.issued_by, named).await? {
+                Some(current) => Some(current),
+                None => {
+                    return Err(Error::Precondition(
+                        "payload_credential: the credential this grant names was deleted".into(),
+                    ));
+                }
+            },
+        };
         // `retried`: the key already made this claim, whose outcome comes back.
         let taken = match (prior, key) {
             (
@@ -316,7 +365,11 @@ impl<S: Store> Authority<S> {
             "RETRIED"
         };
         self.metrics.check("claim", counted, "NONE");
-        Ok(Claimed::Claimed { grant, payload })
+        Ok(Claimed::Claimed {
+            grant,
+            payload,
+            credential,
+        })
     }
 
     /// Records a refusal in the audit trail with its real reason, and

@@ -4,10 +4,11 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
+    credentials::Secret,
     input::InvalidInput,
     rules::Denial,
     seal::Unsealable,
-    store::{Grant, StoreError},
+    store::{CredentialRef, Grant, StoreError},
     token::Token,
 };
 
@@ -33,6 +34,8 @@ pub struct MintSpec {
     pub max_uses: u32,
     pub payload: Vec<u8>,
     pub revoke_run_on_replay: bool,
+    /// One of the caller's stored credentials, handed over by a claim.
+    pub payload_credential: Option<CredentialRef>,
 }
 
 /// A Validate or Claim request.
@@ -90,17 +93,27 @@ pub enum Validated {
 
 #[allow(clippy::large_enum_variant)]
 pub enum Claimed {
-    Claimed { grant: Grant, payload: Vec<u8> },
+    Claimed {
+        grant: Grant,
+        payload: Vec<u8>,
+        /// The named credential's current secret and version.
+        credential: Option<(Secret, u64)>,
+    },
     Denied(Denial),
 }
 
 impl std::fmt::Debug for Claimed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Claimed::Claimed { grant, payload } => f
+            Claimed::Claimed {
+                grant,
+                payload,
+                credential,
+            } => f
                 .debug_struct("Claimed")
                 .field("grant", grant)
                 .field("payload", &format_args!("<{} bytes>", payload.len()))
+                .field("credential", credential)
                 .finish(),
             Claimed::Denied(denial) => f.debug_tuple("Denied").field(denial).finish(),
         }
@@ -165,6 +178,9 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Unsealable(#[from] Unsealable),
+    /// Reading the credential a grant names failed (or the service is off).
+    #[error(transparent)]
+    Credential(#[from] crate::credentials::Error),
 }
 
 impl Error {
@@ -181,6 +197,8 @@ impl Error {
             Error::Unsealable(source) => {
                 tracing::error!(error = %source, "stored payload does not open");
             }
+            // Logged where it is mapped, by the Credentials service's own mapping.
+            Error::Credential(_) => {}
             Error::Invalid(_) | Error::NotFound | Error::ParentUnknown | Error::Precondition(_) => {
             }
         }

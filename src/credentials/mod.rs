@@ -16,7 +16,7 @@
 //! the `--seal-key` keys, [`input`] the other limits, [`lease`] lease ids and
 //! the refresh outcome, [`rekey`] re-sealing under a new key.
 
-use std::{sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
 
 use tracing::info;
 
@@ -132,6 +132,29 @@ pub struct Credentials<S> {
     /// `None`: no `--seal-key`, every call is refused.
     keyring: Option<Arc<Keyring>>,
     metrics: Arc<Metrics>,
+}
+
+/// Where the authority reads the secret a claim hands over: the
+/// Credentials service, seen through one method, so that the authority
+/// does not depend on how credentials are stored.
+pub trait SecretSource: Send + Sync {
+    fn current<'a>(
+        &'a self,
+        client_id: &'a str,
+        bearer_id: &'a str,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>>;
+}
+
+impl<S: CredentialStore> SecretSource for Credentials<S> {
+    fn current<'a>(
+        &'a self,
+        client_id: &'a str,
+        bearer_id: &'a str,
+        name: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>> {
+        Box::pin(self.current_secret(client_id, bearer_id, name))
+    }
 }
 
 impl<S: CredentialStore> Credentials<S> {

@@ -9,7 +9,7 @@ use crate::{
     },
     input::{self, InvalidInput},
     pb,
-    store::{Grant, Micros, RevokeReason},
+    store::{CredentialRef, Grant, Micros, RevokeReason},
     token::Token,
 };
 
@@ -24,6 +24,15 @@ pub fn mint_spec(req: pb::MintRequest) -> input::Result<MintSpec> {
         max_uses: req.max_uses,
         payload: input::payload("payload", req.payload)?,
         revoke_run_on_replay: req.revoke_run_on_replay,
+        payload_credential: req
+            .payload_credential
+            .map(|named| {
+                Ok::<_, InvalidInput>(CredentialRef {
+                    bearer_id: input::required_id("payload_credential.bearer_id", named.bearer_id)?,
+                    name: input::required_id("payload_credential.name", named.name)?,
+                })
+            })
+            .transpose()?,
     })
 }
 
@@ -165,6 +174,10 @@ impl From<Grant> for pb::Grant {
             depth: g.depth,
             rotated_from: g.rotated_from.unwrap_or_default(),
             rotated_to: g.rotated_to.unwrap_or_default(),
+            payload_credential: g.payload_credential.map(|named| pb::CredentialRef {
+                bearer_id: named.bearer_id,
+                name: named.name,
+            }),
         }
     }
 }
@@ -200,17 +213,28 @@ impl From<Validated> for pb::ValidateResponse {
 impl From<Claimed> for pb::ClaimResponse {
     fn from(outcome: Claimed) -> Self {
         match outcome {
-            Claimed::Claimed { grant, payload } => pb::ClaimResponse {
-                claimed: true,
-                denial: pb::Denial::Unspecified as i32,
-                grant: Some(grant.into()),
+            Claimed::Claimed {
+                grant,
                 payload,
-            },
+                credential,
+            } => {
+                let (credential, credential_version) = match credential {
+                    Some((secret, version)) => (secret.into_parts().into_iter().collect(), version),
+                    None => (Default::default(), 0),
+                };
+                pb::ClaimResponse {
+                    claimed: true,
+                    denial: pb::Denial::Unspecified as i32,
+                    grant: Some(grant.into()),
+                    payload,
+                    credential,
+                    credential_version,
+                }
+            }
             Claimed::Denied(denial) => pb::ClaimResponse {
                 claimed: false,
                 denial: pb::Denial::from(denial) as i32,
-                grant: None,
-                payload: Vec::new(),
+                ..Default::default()
             },
         }
     }

@@ -69,6 +69,15 @@ impl fmt::Debug for pb::ClaimResponse {
             .field("denial", &self.denial)
             .field("grant", &self.grant)
             .field("payload", &Bytes(self.payload.len()))
+            .field(
+                "credential",
+                &self
+                    .credential
+                    .iter()
+                    .map(|(name, value)| (name, Bytes(value.len())))
+                    .collect::<Vec<_>>(),
+            )
+            .field("credential_version", &self.credential_version)
             .finish()
     }
 }

@@ -199,6 +199,11 @@ fn failure(err: Error) -> Response {
         Error::Precondition(why) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", Some(&why))
         }
+        // No OAuth endpoint reads a stored credential; a failure here is the service's.
+        Error::Credential(err) => {
+            err.log();
+            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
+        }
         Error::Store(StoreError::Unavailable(_)) => {
             err.log();
             let mut response = oauth_error(

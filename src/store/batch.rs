@@ -205,6 +205,8 @@ struct Record<'a> {
     max_uses: i64,
     issued_by: &'a str,
     revoke_run_on_replay: bool,
+    credential_bearer_id: Option<&'a str>,
+    credential_name: Option<&'a str>,
     ttl: i64,
 }
 
@@ -232,6 +234,8 @@ pub(super) async fn insert(pool: PgPool, grants: Vec<NewGrant>) -> Vec<Answer<Gr
             max_uses: i64::from(g.max_uses),
             issued_by: &g.issued_by,
             revoke_run_on_replay: g.revoke_run_on_replay,
+            credential_bearer_id: g.payload_credential.as_ref().map(|c| c.bearer_id.as_str()),
+            credential_name: g.payload_credential.as_ref().map(|c| c.name.as_str()),
             ttl: micros(g.ttl),
         })
         .collect();

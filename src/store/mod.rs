@@ -12,8 +12,8 @@ use std::{collections::BTreeMap, future::Future, time::Duration};
 use crate::{cache::Invalidation, token::TokenHash};
 
 mod batch;
-mod lineage;
 pub mod credentials;
+mod lineage;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -99,6 +99,25 @@ pub struct Grant {
     /// The grant this one replaced by rotation, and the one that replaced it.
     pub rotated_from: Option<String>,
     pub rotated_to: Option<String>,
+    /// The issuer's stored credential a claim hands over.
+    pub payload_credential: Option<CredentialRef>,
+}
+
+/// One of a client's stored credentials, by bearer and name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CredentialRef {
+    pub bearer_id: String,
+    pub name: String,
+}
+
+impl CredentialRef {
+    /// From the two nullable columns that hold it.
+    pub fn from_columns(bearer_id: Option<String>, name: Option<String>) -> Option<Self> {
+        Some(Self {
+            bearer_id: bearer_id?,
+            name: name?,
+        })
+    }
 }
 
 /// What Mint writes. `issued_at` and `expires_at` come from the database's clock.
@@ -118,6 +137,7 @@ pub struct NewGrant {
     pub revoke_run_on_replay: bool,
     /// Ciphertext (see `seal`); empty when there is no payload.
     pub sealed_payload: Vec<u8>,
+    pub payload_credential: Option<CredentialRef>,
 }
 
 /// What a revoke ended.

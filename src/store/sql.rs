@@ -9,7 +9,8 @@ macro_rules! grant_columns {
     () => {
         "grant_id, token_hint, subject, audience, run_id, scopes, labels, max_uses, use_count, \
          issued_by, issued_at, expires_at, revoked_at, revoke_reason, last_used_at, \
-         revoke_run_on_replay, parent_grant_id, depth, rotated_from, rotated_to"
+         revoke_run_on_replay, parent_grant_id, depth, rotated_from, rotated_to, \
+         credential_bearer_id, credential_name"
     };
 }
 
@@ -33,8 +34,8 @@ macro_rules! insert {
         concat!(
             "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
              scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
-             issued_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, ",
+             credential_bearer_id, credential_name, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, ",
             $now,
             ", ",
             $now,
@@ -52,18 +53,20 @@ macro_rules! insert_many {
         concat!(
             "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
              scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
-             issued_at, expires_at) \
+             credential_bearer_id, credential_name, issued_at, expires_at) \
              SELECT r.grant_id, decode(r.token_hash, 'hex'), r.token_hint, r.subject, \
              ARRAY(SELECT jsonb_array_elements_text(r.audience)), r.run_id, \
              ARRAY(SELECT jsonb_array_elements_text(r.scopes)), r.labels, \
-             decode(r.sealed_payload, 'hex'), r.max_uses, r.issued_by, r.revoke_run_on_replay, ",
+             decode(r.sealed_payload, 'hex'), r.max_uses, r.issued_by, r.revoke_run_on_replay, \
+             r.credential_bearer_id, r.credential_name, ",
             $now,
             ", ",
             $now,
             " + r.ttl FROM jsonb_to_recordset($1) AS r(grant_id text, token_hash text, \
              token_hint text, subject text, audience jsonb, run_id text, scopes jsonb, \
              labels jsonb, sealed_payload text, max_uses bigint, issued_by text, \
-             revoke_run_on_replay boolean, ttl bigint) RETURNING ",
+             revoke_run_on_replay boolean, credential_bearer_id text, credential_name text, \
+             ttl bigint) RETURNING ",
             $crate::store::sql::grant_columns!()
         )
     };
@@ -269,7 +272,8 @@ macro_rules! rotate_in {
         concat!(
             "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
              scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
-             issued_at, expires_at, parent_grant_id, depth, rotated_from) \
+             issued_at, expires_at, parent_grant_id, depth, rotated_from, credential_bearer_id, \
+             credential_name) \
              SELECT $1, $2, $3, p.subject, p.audience, p.run_id, p.scopes, p.labels, $4, \
              p.max_uses, p.issued_by, p.revoke_run_on_replay, ",
             $now,
@@ -277,7 +281,8 @@ macro_rules! rotate_in {
             $now,
             " + $5 THEN parent.expires_at ELSE ",
             $now,
-            " + $5 END, p.parent_grant_id, p.depth, p.grant_id FROM grants p \
+            " + $5 END, p.parent_grant_id, p.depth, p.grant_id, p.credential_bearer_id, \
+             p.credential_name FROM grants p \
              LEFT JOIN grants parent ON parent.grant_id = p.parent_grant_id \
              WHERE p.grant_id = $6 RETURNING ",
             $crate::store::sql::grant_columns!()

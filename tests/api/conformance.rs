@@ -189,6 +189,7 @@ fn new_grant(issuer: &str, run: &str, max_uses: u32, ttl: Duration) -> (Token, N
         ttl,
         revoke_run_on_replay: false,
         sealed_payload: vec![1, 2, 3],
+        payload_credential: None,
     };
     (token, grant)
 }

@@ -44,6 +44,7 @@ async fn mint_returns_the_token_once_and_a_grant_without_secrets(backend: Backen
                 max_uses: 1,
                 payload: b"secret-id-7".to_vec(),
                 revoke_run_on_replay: false,
+                payload_credential: None,
             },
         )
         .await

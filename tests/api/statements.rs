@@ -184,6 +184,7 @@ async fn run<S: Store + Clone>(store: S) {
         max_uses,
         payload: b"p".to_vec(),
         revoke_run_on_replay: false,
+        payload_credential: None,
     };
     let (revoked, revoked_grant) = authority.mint(&minter, mint(0)).await.unwrap();
     let target = tessera::authority::Target::Token(revoked.clone());

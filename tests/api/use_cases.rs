@@ -391,3 +391,151 @@ async fn case_5_user_and_team_tokens() {
         200
     );
 }
+
+/// 4. Stored upstream credentials per bearer: the runtime keeps each
+/// bearer's upstream access and refresh tokens; they survive a restart,
+/// are isolated per bearer, say when the access token is near expiry; of
+/// many workers one refreshes at a time while readers are served the old
+/// secret; and a grant can name the credential so that the egress proxy's
+/// claim receives the upstream key itself (the agent never sees it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_4_stored_upstream_credentials() {
+    use crate::credentials::{ACCESS, secret, with_key};
+    let key = crate::support::seal_key_file(&[("k1", crate::credentials::K1)]);
+    let app = TestApp::spawn_with(Backend::Postgres, with_key(&key)).await;
+    let near = (std::time::SystemTime::now() + Duration::from_secs(60)).into();
+    let put = pb::PutRequest {
+        bearer_id: "bearer-1".into(),
+        name: "github".into(),
+        secret: secret(ACCESS),
+        expires_at: Some(near),
+        if_version: Some(0),
+    };
+    let stored = app
+        .credentials()
+        .put(app.req("minter", put))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.version, 1);
+    let get = |bearer: &str| pb::GetRequest {
+        bearer_id: bearer.into(),
+        name: "github".into(),
+        refresh_window: None,
+    };
+
+    // It survives a restart, and another bearer has nothing.
+    let keys = app.keys.clone();
+    let (db, _) = app.stop().await;
+    let app = Arc::new(TestApp::start(db, keys, with_key(&key)).await);
+    let read = app
+        .credentials()
+        .get(app.req("minter", get("bearer-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (read.version, read.refresh_due),
+        (1, true),
+        "expires within 5 minutes"
+    );
+    assert_eq!(read.secret, secret(ACCESS));
+    let other = app
+        .credentials()
+        .get(app.req("minter", get("bearer-2")))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), Code::NotFound);
+
+    // Eight workers notice; one refreshes, the others keep reading.
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                let begin = pb::BeginRefreshRequest {
+                    bearer_id: "bearer-1".into(),
+                    name: "github".into(),
+                    lease_ttl: Some(prost_types::Duration {
+                        seconds: 30,
+                        nanos: 0,
+                    }),
+                };
+                app.credentials()
+                    .begin_refresh(app.req("minter", begin))
+                    .await
+                    .unwrap()
+                    .into_inner()
+            })
+        })
+        .collect();
+    let mut holders = Vec::new();
+    for worker in workers {
+        let lease = worker.await.unwrap();
+        if lease.granted {
+            holders.push(lease.lease_id);
+        }
+    }
+    assert_eq!(holders.len(), 1, "one refresher at a time");
+    let during = app
+        .credentials()
+        .get(app.req("minter", get("bearer-1")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(during.version, 1, "readers are served the current secret");
+    let fresh = pb::CompleteRefreshRequest {
+        lease_id: holders[0].clone(),
+        secret: secret(b"at-REFRESHED"),
+        expires_at: Some((std::time::SystemTime::now() + Duration::from_secs(3600)).into()),
+    };
+    let refreshed = app
+        .credentials()
+        .complete_refresh(app.req("minter", fresh))
+        .await
+        .unwrap();
+    assert_eq!(refreshed.into_inner().version, 2);
+
+    // The grant names the credential; the egress proxy's claim gets the
+    // upstream key, current at claim time.
+    let mint = pb::MintRequest {
+        audience: vec!["proxy".into()],
+        max_uses: 1,
+        payload_credential: Some(pb::CredentialRef {
+            bearer_id: "bearer-1".into(),
+            name: "github".into(),
+        }),
+        ..mint_req("bearer-1")
+    };
+    let minted = app.mint("minter", mint.clone()).await.unwrap();
+    let named = minted.grant.unwrap().payload_credential.unwrap();
+    assert_eq!(named.bearer_id, "bearer-1");
+    let claimed = app.claim("proxy", claim(&minted.token)).await.unwrap();
+    assert!(claimed.claimed);
+    assert_eq!(claimed.credential, secret(b"at-REFRESHED"));
+    assert_eq!(claimed.credential_version, 2);
+    // A credential the minter does not have cannot be named.
+    let missing = pb::MintRequest {
+        payload_credential: Some(pb::CredentialRef {
+            bearer_id: "bearer-9".into(),
+            name: "github".into(),
+        }),
+        ..mint.clone()
+    };
+    let err = app.mint("minter", missing).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().starts_with("payload_credential"), "{err:?}");
+    // A credential deleted after the mint: the claim fails and spends nothing.
+    let orphan = app.mint("minter", mint).await.unwrap().token;
+    let delete = pb::DeleteRequest {
+        bearer_id: "bearer-1".into(),
+        name: "github".into(),
+    };
+    app.credentials()
+        .delete(app.req("minter", delete))
+        .await
+        .unwrap();
+    let err = app.claim("proxy", claim(&orphan)).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let still = app.validate("proxy", check(&orphan)).await.unwrap();
+    assert_eq!((still.valid, still.grant.unwrap().use_count), (true, 0));
+}

@@ -120,6 +120,10 @@ fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
         depth: to_u32(row.try_get("depth")?),
         rotated_from: row.try_get("rotated_from")?,
         rotated_to: row.try_get("rotated_to")?,
+        payload_credential: super::CredentialRef::from_columns(
+            row.try_get("credential_bearer_id")?,
+            row.try_get("credential_name")?,
+        ),
     })
 }
 
@@ -157,6 +161,13 @@ impl Store for SqliteStore {
             .bind(&grant.issued_by)
             .bind(micros(grant.ttl))
             .bind(grant.revoke_run_on_replay)
+            .bind(
+                grant
+                    .payload_credential
+                    .as_ref()
+                    .map(|c| c.bearer_id.as_str()),
+            )
+            .bind(grant.payload_credential.as_ref().map(|c| c.name.as_str()))
             .fetch_one(&self.pool)
             .await?;
         Ok(grant_from_row(&row)?)
