@@ -134,6 +134,10 @@ pub struct Credentials<S> {
     metrics: Arc<Metrics>,
 }
 
+/// A current secret and its version, when it comes.
+pub type Current<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>>;
+
 /// Where the authority reads the secret a claim hands over: the
 /// Credentials service, seen through one method, so that the authority
 /// does not depend on how credentials are stored.
@@ -143,7 +147,7 @@ pub trait SecretSource: Send + Sync {
         client_id: &'a str,
         bearer_id: &'a str,
         name: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>>;
+    ) -> Current<'a>;
 }
 
 impl<S: CredentialStore> SecretSource for Credentials<S> {
@@ -152,7 +156,7 @@ impl<S: CredentialStore> SecretSource for Credentials<S> {
         client_id: &'a str,
         bearer_id: &'a str,
         name: &'a str,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>> {
+    ) -> Current<'a> {
         Box::pin(self.current_secret(client_id, bearer_id, name))
     }
 }
