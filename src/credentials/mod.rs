@@ -135,7 +135,7 @@ pub struct Credentials<S> {
 }
 
 /// A current secret and its version, when it comes.
-pub type Current<'a> =
+pub type SecretFuture<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<Option<(Secret, u64)>>> + Send + 'a>>;
 
 /// Where the authority reads the secret a claim hands over: the
@@ -147,7 +147,7 @@ pub trait SecretSource: Send + Sync {
         client_id: &'a str,
         bearer_id: &'a str,
         name: &'a str,
-    ) -> Current<'a>;
+    ) -> SecretFuture<'a>;
 }
 
 impl<S: CredentialStore> SecretSource for Credentials<S> {
@@ -156,7 +156,7 @@ impl<S: CredentialStore> SecretSource for Credentials<S> {
         client_id: &'a str,
         bearer_id: &'a str,
         name: &'a str,
-    ) -> Current<'a> {
+    ) -> SecretFuture<'a> {
         Box::pin(self.current_secret(client_id, bearer_id, name))
     }
 }
