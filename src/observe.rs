@@ -84,17 +84,21 @@ where
                 },
                 elapsed.as_secs_f64(),
             );
-            let client = response
-                .extensions()
-                .get::<Served>()
-                .map(|served| served.0.id.as_str())
-                .unwrap_or("");
-            let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-            let peer = peer.map(|addr| addr.to_string()).unwrap_or_default();
-            if refused(code) {
-                info!(target: ACCESS, interface, method, code, latency_us, client, peer, "refused");
-            } else {
-                debug!(target: ACCESS, interface, method, code, latency_us, client, peer, "served");
+            let refused = refused(code);
+            // Off by default: nothing is formatted unless the line is wanted.
+            if refused || tracing::enabled!(target: ACCESS, tracing::Level::DEBUG) {
+                let client = response
+                    .extensions()
+                    .get::<Served>()
+                    .map(|served| served.0.id.as_str())
+                    .unwrap_or("");
+                let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+                let peer = peer.map(|addr| addr.to_string()).unwrap_or_default();
+                if refused {
+                    info!(target: ACCESS, interface, method, code, latency_us, client, peer, "refused");
+                } else {
+                    debug!(target: ACCESS, interface, method, code, latency_us, client, peer, "served");
+                }
             }
             Ok(response)
         })
