@@ -1,0 +1,145 @@
+"""The SDK's own client against server.py, with tokens Tessera minted over gRPC.
+
+`search` needs `tool:search`, `purge_index` needs `tool:admin`. The SDK's client turns an
+HTTP error into a generic MCPError, so every HTTP answer is also recorded (an httpx2
+response hook) to check the status and the `WWW-Authenticate` challenge.
+"""
+
+import time
+from contextlib import asynccontextmanager
+
+import anyio
+import httpx2
+import pytest
+
+from mcp.client import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from server import TesseraVerifier
+
+
+@asynccontextmanager
+async def connect(url: str, token: str, answers: list):
+    async def record(response: httpx2.Response):
+        answers.append(response)
+
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, event_hooks={"response": [record]})
+    async with http, Client(streamable_http_client(url, http_client=http), cache=None) as client:
+        yield client
+
+
+def text(result) -> str:
+    assert not result.is_error, result
+    return result.content[0].text
+
+
+def test_a_valid_token_lists_and_calls_the_tool(mcp_url, authority):
+    token = authority.mint(["tool:search"], run_id="run-1")
+
+    async def main():
+        async with connect(mcp_url, token, []) as client:
+            tools = {t.name for t in (await client.list_tools()).tools}
+            assert {"search", "purge_index"} <= tools
+            assert text(await client.call_tool("search", {"query": "tessera"})) == "3 results for 'tessera'"
+
+    anyio.run(main)
+
+
+def test_a_token_without_the_tools_scope_gets_403_insufficient_scope(mcp_url, authority):
+    token = authority.mint(["tool:search"], run_id="run-1")
+    answers = []
+
+    async def main():
+        async with connect(mcp_url, token, answers) as client:
+            with pytest.raises(MCPError):
+                await client.call_tool("purge_index", {})
+            assert answers[-1].status_code == 403
+            challenge = answers[-1].headers["www-authenticate"]
+            assert 'error="insufficient_scope"' in challenge and 'scope="tool:admin"' in challenge
+            # The same session still does what the token allows.
+            assert text(await client.call_tool("search", {"query": "q"})) == "3 results for 'q'"
+
+    anyio.run(main)
+
+    admin = authority.mint(["tool:*"], run_id="run-1")  # a family grants every scope in it
+
+    async def as_admin():
+        async with connect(mcp_url, admin, []) as client:
+            assert text(await client.call_tool("purge_index", {})) == "index purged"
+
+    anyio.run(as_admin)
+
+
+def assert_refused(answers: list):
+    assert answers[-1].status_code == 401
+    assert 'error="invalid_token"' in answers[-1].headers["www-authenticate"]
+
+
+def test_a_revoked_token_gets_401(mcp_url, authority):
+    token = authority.mint(["tool:search"], run_id="run-2")
+    answers = []
+
+    async def main():
+        async with connect(mcp_url, token, answers) as client:
+            assert text(await client.call_tool("search", {"query": "q"})) == "3 results for 'q'"
+            assert authority.revoke(token=token) == 1
+            with pytest.raises(MCPError):
+                await client.call_tool("search", {"query": "q"})
+            assert_refused(answers)
+
+    anyio.run(main)
+    answers.clear()
+    with pytest.raises(ExceptionGroup) as refused:  # a new connection is refused from its first request
+        anyio.run(main)
+    assert refused.group_contains(MCPError)
+    assert_refused(answers)
+
+
+def test_revoking_the_run_gets_401_for_its_tokens(mcp_url, authority):
+    first, second = (authority.mint(["tool:search"], run_id="run-3") for _ in range(2))
+    other_run = authority.mint(["tool:search"], run_id="run-4")
+    assert authority.revoke(run_id="run-3", reason="REVOKE_REASON_RUN_ENDED") == 2
+
+    async def call(token: str, answers: list) -> str:
+        async with connect(mcp_url, token, answers) as client:
+            return text(await client.call_tool("search", {"query": "q"}))
+
+    for token in (first, second):
+        answers = []
+        with pytest.raises(ExceptionGroup) as refused:
+            anyio.run(call, token, answers)
+        assert refused.group_contains(MCPError)
+        assert_refused(answers)
+    assert anyio.run(call, other_run, []) == "3 results for 'q'"
+
+
+def test_a_token_that_does_not_name_this_server_gets_401(mcp_url, authority):
+    """Tessera shows a token minted with no audience to any client with the validate role; the
+    verifier takes only tokens whose `aud` names this server."""
+    answers = []
+
+    async def main():
+        async with connect(mcp_url, authority.mint(["tool:search"], run_id="run-5", audience=()), answers):
+            pass
+
+    with pytest.raises(ExceptionGroup) as refused:
+        anyio.run(main)
+    assert refused.group_contains(MCPError)
+    assert_refused(answers)
+
+
+def test_the_verifier_maps_introspection_onto_access_token(tessera, authority):
+    token = authority.mint(["tool:search", "connector:*"], run_id="run-6")
+    verifier = TesseraVerifier(tessera["url"], "mcp-server", tessera["keys"]["mcp-server"])
+
+    async def main():
+        async with verifier.http:
+            return await verifier.verify_token(token), await verifier.verify_token(token[:-1] + "x")
+
+    access, malformed = anyio.run(main)
+    assert malformed is None
+    assert access.token == token and access.scopes == ["tool:search", "connector:*"]
+    assert (access.client_id, access.subject, access.resource) == ("orchestrator", "user-42", "mcp-server")
+    assert 290 <= access.expires_at - time.time() <= 300
+    assert access.claims["run_id"] == "run-6" and access.claims["iss"] == tessera["url"]
+    assert access.claims["jti"].startswith("grt_") and "active" not in access.claims
