@@ -26,18 +26,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, what: str, seconds: float = 30) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, what: str, log: pathlib.Path, seconds: float = 30) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.returncode}")
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {log}")
         try:
             if httpx2.get(url, timeout=1).status_code == 200:
                 return
         except httpx2.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"{what} not ready at {url} after {seconds}s")
+    raise RuntimeError(f"{what} not ready at {url} after {seconds}s; see {log}")
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -76,14 +76,15 @@ def tessera(tmp_path_factory):
             made = subprocess.run([binary, "client-key", client, *roles], stdout=clients, stderr=subprocess.PIPE,
                                   text=True, check=True)
             keys[client] = next(w for w in made.stderr.split() if w.startswith("tsk_"))
-    port = free_port()
-    process = subprocess.Popen(
-        [binary, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", f"sqlite://{tmp / 't.db'}",
-         "--clients", str(tmp / "clients.toml")],
-        stdout=subprocess.DEVNULL, stderr=open(tmp / "tessera.log", "w"))
+    port, log = free_port(), tmp / "tessera.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen(
+            [binary, "serve", "--listen", f"127.0.0.1:{port}", "--database-url", f"sqlite://{tmp / 't.db'}",
+             "--clients", str(tmp / "clients.toml")],
+            stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(f"{url}/readyz", process, "tessera")
+        wait_until_ready(f"{url}/readyz", process, "tessera", log)
         yield {"url": url, "address": f"127.0.0.1:{port}", "keys": keys}
     finally:
         stop(process)
@@ -116,11 +117,13 @@ def mcp_url(tessera, tmp_path_factory):
     port = free_port()
     env = dict(os.environ, TESSERA_URL=tessera["url"], TESSERA_CLIENT_ID="mcp-server",
                TESSERA_CLIENT_KEY=tessera["keys"]["mcp-server"])
-    log = open(tmp_path_factory.mktemp("mcp") / "server.log", "w")
-    process = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--port", str(port)], env=env,
-                               stdout=log, stderr=log)
+    log = tmp_path_factory.mktemp("mcp") / "server.log"
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, str(HERE / "server.py"), "--port", str(port)], env=env,
+                                   stdout=output, stderr=output)
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp", process, "server.py")
+        metadata = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
+        wait_until_ready(metadata, process, "server.py", log)
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         stop(process)
