@@ -24,6 +24,7 @@ async def connect(url: str, token: str, answers: list):
         answers.append(response)
 
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, event_hooks={"response": [record]})
+    # cache=None: every call reaches the server (the client may otherwise answer list_tools itself).
     async with http, Client(streamable_http_client(url, http_client=http), cache=None) as client:
         yield client
 
