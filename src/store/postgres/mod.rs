@@ -115,9 +115,13 @@ impl PgStore {
                 })
             })
             .connect_lazy_with(options.clone());
+        // Its one query is the check: a ping before it would double the
+        // round trips, and under a slow network push the answer past the
+        // readiness deadline.
         let health = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)
+            .test_before_acquire(false)
             .connect_lazy_with(options);
         Ok(Self {
             pool,
