@@ -112,6 +112,12 @@ impl From<Status> for Error {
             source = err.source();
         }
         let message = status.message().to_owned();
+        // Tessera never answers UNKNOWN: an UNKNOWN with a source is tonic
+        // reporting a transport failure (the connection dropped mid-call),
+        // so the request may or may not have been served.
+        if status.code() == Code::Unknown && status.source().is_some() {
+            return Self::Unavailable { message, unsent };
+        }
         match status.code() {
             Code::InvalidArgument => Self::InvalidArgument(message),
             Code::Unauthenticated => Self::Unauthenticated,

@@ -3,4 +3,5 @@
 
 mod calls;
 mod layer;
+mod retries;
 mod support;
