@@ -5,3 +5,4 @@ mod calls;
 mod layer;
 mod retries;
 mod support;
+mod tls;

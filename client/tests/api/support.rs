@@ -71,8 +71,13 @@ impl Server {
         let addr = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("tessera serves within 60 s");
+        let scheme = if extra.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         Self {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             child,
             dir,
         }
