@@ -88,6 +88,7 @@ impl Server {
     }
 
     /// A key and its clients-file entry, from `tessera client-key`.
+    #[allow(dead_code)] // examples/mcp-rust includes this file too
     pub fn client_key(id: &str, roles: &[&str]) -> (String, String) {
         let out = Command::new(tessera_bin())
             .arg("client-key")
@@ -128,7 +129,12 @@ fn tessera_bin() -> PathBuf {
         let exe = std::env::current_exe().unwrap();
         let profile = exe.parent().and_then(Path::parent).unwrap().to_owned();
         let bin = profile.join(format!("tessera{}", std::env::consts::EXE_SUFFIX));
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        // The workspace root: the first directory up with the server's
+        // protos and migrations (this file also serves examples/mcp-rust).
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|dir| dir.join("migrations").is_dir() && dir.join("proto").is_dir())
+            .expect("inside the tessera workspace");
         if !fresh(&bin, workspace) {
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             let mut build = Command::new(cargo);
