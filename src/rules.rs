@@ -105,10 +105,9 @@ pub struct Presented<'a> {
     /// The principal the caller acts for; `None` = no subject binding.
     pub subject: Option<&'a str>,
     pub required_scopes: &'a [String],
-    /// Expired by the database's clock.
-    pub expired: bool,
-    /// The database's clock: a rotated grant's revocation takes effect at
-    /// the end of its overlap, which may lie ahead.
+    /// The database's clock, which expiry and revocation are judged by (a
+    /// rotated grant's revocation takes effect at the end of its overlap,
+    /// which may lie ahead).
     pub now: Micros,
     /// This caller already claimed this grant with this claim key: the
     /// retry gets that claim back, whatever the grant's state is now.
@@ -130,7 +129,7 @@ pub fn judge(grant: &Grant, presented: &Presented<'_>) -> Result<(), Refusal> {
         if grant.max_uses > 0 && grant.use_count >= grant.max_uses {
             return Err(Refusal::hidden(Hidden::UsedUp));
         }
-        if presented.expired {
+        if grant.expires_at <= presented.now {
             return Err(Refusal::plain(Denial::Expired));
         }
     }
@@ -173,7 +172,7 @@ mod tests {
             use_count: 0,
             issued_by: "platform".into(),
             issued_at: 0,
-            expires_at: 10,
+            expires_at: 100,
             revoked_at: None,
             revoke_reason: None,
             last_used_at: None,
@@ -205,7 +204,6 @@ mod tests {
             caller,
             subject: None,
             required_scopes: scopes,
-            expired: false,
             now: 10,
             retried: false,
         }
@@ -237,7 +235,7 @@ mod tests {
             ..grant()
         };
         let expired = Presented {
-            expired: true,
+            now: 100,
             ..by("proxy", &admin)
         };
         assert_eq!(judge(&used, &expired), Err(Refusal::hidden(Hidden::UsedUp)));
@@ -309,8 +307,7 @@ mod tests {
                 caller: if outsider { "reader" } else { "proxy" },
                 subject: (!outsider).then_some("mallory"),
                 required_scopes: &scopes,
-                expired,
-                now: 10,
+                now: if expired { 100 } else { 10 },
                 retried,
             };
             let refusal = judge(&g, &p).unwrap_err();
@@ -330,7 +327,8 @@ mod tests {
         ) {
             let g = Grant { revoked_at: revoked.then_some(1), use_count, ..grant() };
             let scopes = [scope.clone()];
-            let p = Presented { expired, retried, ..by("proxy", &scopes) };
+            let now = if expired { 100 } else { 10 };
+            let p = Presented { now, retried, ..by("proxy", &scopes) };
             let usable = retried || (!revoked && use_count < 1 && !expired);
             let granted = scope_granted(&g.scopes, &scope);
             prop_assert_eq!(judge(&g, &p).is_ok(), usable && granted);

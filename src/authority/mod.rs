@@ -203,7 +203,6 @@ impl<S: Store> Authority<S> {
             caller: &caller.id,
             subject: check.subject.as_deref(),
             required_scopes: &check.required_scopes,
-            expired: lookup.expired,
             now: lookup.now,
             retried: prior.is_some(),
         };
