@@ -19,7 +19,7 @@ use tracing::{info, warn};
 use crate::{
     audit::Audit,
     authority::{Authority, Policy},
-    cache::GrantCache,
+    cache::{Cached, GrantCache},
     clients::{Clients, Directory},
     config::{Config, DatabaseConfig, Limits},
     credentials::{Credentials, Keyring},
@@ -195,15 +195,17 @@ async fn serve<S: Store + CredentialStore + Clone>(
         app.keyring.clone(),
         metrics.clone(),
     ));
+    // The domain sees the store through the cache; everything else (the
+    // sweeper, readiness, credentials) talks to the database directly.
+    let cached = Cached::new(store.clone(), cache.clone());
     let authority = Arc::new(
         Authority::new(
-            store.clone(),
+            cached.clone(),
             Policy {
                 default_ttl: config.default_ttl,
                 max_ttl: config.max_ttl,
                 max_delegation_depth: config.max_delegation_depth,
             },
-            cache.clone(),
             Audit::new(config.audit_key()?),
             metrics.clone(),
         )
@@ -250,10 +252,9 @@ async fn serve<S: Store + CredentialStore + Clone>(
         )),
         tokio::spawn(tasks::reload(reloadable, metrics.clone(), stopped.clone())),
     ];
-    if let Some(cache) = cache {
+    if cache.is_some() {
         background.push(tokio::spawn(tasks::invalidate(
-            store.clone(),
-            cache,
+            cached,
             metrics.clone(),
             stopped,
         )));

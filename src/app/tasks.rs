@@ -15,12 +15,11 @@ use tracing::{info, warn};
 
 use crate::{
     authority::Authority,
-    cache::{GrantCache, Invalidation},
     clients::Directory,
     grpc::SERVICE_NAME,
     metrics::Metrics,
     net::tls::Tls,
-    store::Store,
+    store::{Invalidation, Store},
 };
 
 /// How often readiness asks the database, and how long it waits for the
@@ -108,24 +107,22 @@ pub async fn record_usage<S: Store>(
     }
 }
 
-/// Feeds the store's invalidations to the cache until shutdown.
+/// Listens for other replicas' changes until shutdown; `store` is the
+/// cached store, which forgets what they changed, so this only reports
+/// whether the cache is hearing them.
 pub async fn invalidate<S: Store>(
     store: S,
-    cache: Arc<GrantCache>,
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<()>,
 ) {
-    let listen = store.listen(move |event| {
-        match event {
-            Invalidation::Resumed => {
-                metrics.listener_up.set(1);
-            }
-            Invalidation::Lost => {
-                metrics.listener_up.set(0);
-            }
-            Invalidation::Grant(_) => {}
+    let listen = store.listen(move |event| match event {
+        Invalidation::Resumed => {
+            metrics.listener_up.set(1);
         }
-        cache.apply(event);
+        Invalidation::Lost => {
+            metrics.listener_up.set(0);
+        }
+        Invalidation::Grant(_) => {}
     });
     tokio::select! {
         _ = listen => {}

@@ -83,12 +83,6 @@ impl<S: Store> Authority<S> {
                 "the grant is no longer live, or was rotated already".into(),
             ));
         };
-        if let Some(cache) = &self.cache {
-            cache.invalidate_matching(|g| g.grant_id == grant.grant_id);
-            for hash in &rotated.descendants {
-                cache.invalidate(hash);
-            }
-        }
         info!(
             target: audit::TARGET,
             event = "rotate",

@@ -2,9 +2,10 @@
 //!
 //! The gRPC layer authenticates the caller and shapes the input; the store
 //! persists rows; [`crate::rules`] decides whether a grant passes. Here they
-//! meet: the TTL policy and the issuer rule, finding a grant (in the cache
-//! or the database), consuming a use, and the audit trail with its replay
-//! tripwire.
+//! meet: the TTL policy and the issuer rule, finding a grant, consuming a
+//! use, and the audit trail with its replay tripwire. The store may be a
+//! [`crate::cache::Cached`] one: BOUNDED checks ask it for a recent answer,
+//! and it keeps its memory true by itself.
 //!
 //! A token that is not one of ours is MALFORMED without a database access.
 //! Every other refusal takes the same path whatever its hidden reason: one
@@ -32,7 +33,6 @@ pub use types::{
 
 use crate::{
     audit::{self, Audit},
-    cache::GrantCache,
     clients::Caller,
     credentials::{Secret, SecretSource},
     input::InvalidInput,
@@ -40,7 +40,7 @@ use crate::{
     rules::{self, Hidden, Presented, Refusal},
     seal,
     store::{CredentialRef, Grant, Keyed, Lookup, NewGrant, Prior, Store},
-    token::{GrantId, Token, TokenHash},
+    token::{GrantId, Token},
     usage::Usage,
 };
 
@@ -48,8 +48,6 @@ pub struct Authority<S> {
     store: S,
     policy: Policy,
     audit: Audit,
-    /// For BOUNDED Validate; `None` when disabled.
-    cache: Option<Arc<GrantCache>>,
     /// Validate's uses, until [`Self::record_usage`] writes them.
     usage: Usage,
     metrics: Arc<Metrics>,
@@ -59,18 +57,11 @@ pub struct Authority<S> {
 }
 
 impl<S: Store> Authority<S> {
-    pub fn new(
-        store: S,
-        policy: Policy,
-        cache: Option<Arc<GrantCache>>,
-        audit: Audit,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(store: S, policy: Policy, audit: Audit, metrics: Arc<Metrics>) -> Self {
         Self {
             store,
             policy,
             audit,
-            cache,
             usage: Usage::default(),
             metrics,
             secrets: None,
@@ -190,7 +181,8 @@ impl<S: Store> Authority<S> {
             .map(|key| <[u8; 32]>::from(Sha256::digest(key.as_bytes())));
         let found = match &key {
             Some(key) => self.store.find_keyed(&hash, &caller.id, key).await?,
-            None => self.find(&hash, check.bounded).await?.map(|l| (l, None)),
+            None if check.bounded => self.store.find_recent(&hash).await?.map(|l| (l, None)),
+            None => self.store.find(&hash).await?.map(|l| (l, None)),
         };
         let Some((lookup, prior)) = found else {
             return Ok(Examined::Refused(Refused {
@@ -209,7 +201,6 @@ impl<S: Store> Authority<S> {
         Ok(match rules::judge(&lookup.grant, &presented) {
             Ok(()) => Examined::Passed(Found {
                 token,
-                hash,
                 key,
                 lookup,
                 prior,
@@ -222,27 +213,6 @@ impl<S: Store> Authority<S> {
         })
     }
 
-    /// The grant behind a token hash: from the cache when `bounded` allows
-    /// and it has the answer (a grant, or that there is none), else from
-    /// the database (filling the cache).
-    async fn find(&self, hash: &TokenHash, bounded: bool) -> Result<Option<Lookup>> {
-        let (true, Some(cache)) = (bounded, &self.cache) else {
-            return Ok(self.store.find(hash).await?);
-        };
-        let ticket = match cache.get(hash) {
-            Ok(answer) => return Ok(answer),
-            Err(ticket) => ticket,
-        };
-        let found = self.store.find(hash).await;
-        if let Some(ticket) = ticket {
-            match &found {
-                Ok(found) => cache.fill(*hash, found.as_ref(), ticket),
-                Err(_) => cache.abandon(hash, ticket),
-            }
-        }
-        Ok(found?)
-    }
-
     pub async fn validate(&self, caller: &Caller, check: Check) -> Result<Validated> {
         let found = match self.examine(caller, &check).await? {
             Examined::Passed(found) => found,
@@ -250,7 +220,7 @@ impl<S: Store> Authority<S> {
                 return Ok(Validated::Denied(self.refuse("validate", caller, refused)));
             }
         };
-        let Found { hash, lookup, .. } = found;
+        let Found { lookup, .. } = found;
         let mut grant = lookup.grant;
         let stale = grant
             .last_used_at
@@ -259,9 +229,6 @@ impl<S: Store> Authority<S> {
             // Bookkeeping, not a rule: written within a second, off the reply.
             self.usage.note(&grant.grant_id, lookup.now);
             grant.last_used_at = Some(lookup.now);
-            if let Some(cache) = &self.cache {
-                cache.touched(&hash, lookup.now);
-            }
         }
         debug!(client = %caller.id, grant_id = %grant.grant_id, "validated");
         self.metrics.check("validate", "VALID", "NONE");
@@ -277,7 +244,6 @@ impl<S: Store> Authority<S> {
         };
         let Found {
             token,
-            hash,
             key,
             lookup,
             prior,
@@ -335,11 +301,6 @@ impl<S: Store> Authority<S> {
                 return Ok(Claimed::Denied(self.refuse("claim", caller, refused)));
             }
         };
-        // This replica's BOUNDED answers see the new use count at once;
-        // others learn of the last use from the database's notification.
-        if let (Some(cache), "claimed") = (&self.cache, outcome) {
-            cache.invalidate(&hash);
-        }
         // A row whose payload does not open was tampered with in the
         // database: the use is spent and the caller gets INTERNAL, never the
         // bytes.
@@ -416,7 +377,6 @@ enum Examined {
 /// A grant that passed the rules.
 struct Found {
     token: Token,
-    hash: TokenHash,
     /// The SHA-256 of the claim key, for a keyed claim.
     key: Option<[u8; 32]>,
     lookup: Lookup,

@@ -6,7 +6,6 @@ use tracing::info;
 use super::{Authority, Error, Page, Result, Target};
 use crate::{
     audit,
-    cache::GrantCache,
     clients::Caller,
     input::{self, InvalidInput},
     store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revoked, Store},
@@ -27,9 +26,8 @@ impl<S: Store> Authority<S> {
             Target::RunId(id) => RevokeTarget::RunId(id),
             Target::Subject(id) => RevokeTarget::Subject(id),
         };
-        let cache = self.cache.as_deref();
         let why = (caller.id.as_str(), "request");
-        let revoked = revoke_where(&self.store, cache, &target, scope, reason, why).await?;
+        let revoked = revoke_where(&self.store, &target, scope, reason, why).await?;
         if let RevokeTarget::GrantId(id) = &target {
             // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
             if revoked == 0 && self.store.get(id, scope).await?.is_none() {
@@ -93,11 +91,10 @@ impl<S: Store> Authority<S> {
     }
 }
 
-/// Revokes, forgets the revoked grants in this replica's cache, and records
-/// it in the audit trail (`cause`: a request, or a replay).
+/// Revokes, and records it in the audit trail (`cause`: a request, or a
+/// replay).
 pub(super) async fn revoke_where<S: Store>(
     store: &S,
-    cache: Option<&GrantCache>,
     target: &RevokeTarget,
     issued_by: Option<&str>,
     reason: RevokeReason,
@@ -107,17 +104,6 @@ pub(super) async fn revoke_where<S: Store>(
         count: revoked,
         descendants,
     } = store.revoke(target, issued_by, reason).await?;
-    if let Some(cache) = cache {
-        match target {
-            RevokeTarget::Token(hash) => cache.invalidate(hash),
-            RevokeTarget::GrantId(id) => cache.invalidate_matching(|g| g.grant_id == *id),
-            RevokeTarget::RunId(id) => cache.invalidate_matching(|g| g.run_id == *id),
-            RevokeTarget::Subject(id) => cache.invalidate_matching(|g| g.subject == *id),
-        }
-        for hash in &descendants {
-            cache.invalidate(hash);
-        }
-    }
     let (target_kind, target_id) = described(target);
     info!(
         target: audit::TARGET,

@@ -50,14 +50,13 @@ impl<S: Store> Authority<S> {
     /// The run of a replayed grant is presumed compromised: every live grant
     /// its issuer holds in that run is revoked, by a task of its own.
     fn revoke_run_on_replay(&self, grant: Grant) {
-        let (store, cache) = (self.store.clone(), self.cache.clone());
+        let store = self.store.clone();
         tokio::spawn(async move {
             let run = RevokeTarget::RunId(grant.run_id);
             let reason = RevokeReason::Compromised;
             let by = grant.issued_by.as_str();
             let why = (by, "replay");
-            let revoked =
-                operators::revoke_where(&store, cache.as_deref(), &run, Some(by), reason, why);
+            let revoked = operators::revoke_where(&store, &run, Some(by), reason, why);
             if let Err(err) = revoked.await {
                 warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");
             }

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
-use crate::{cache::Invalidation, token::TokenHash};
+use crate::token::TokenHash;
 
 mod batch;
 pub mod credentials;
@@ -28,6 +28,19 @@ pub type Micros = i64;
 /// How stale `last_used_at` may get on Validate: at most one write per grant
 /// per interval keeps Validate read-mostly.
 pub const TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// What the store's listener reports (see [`Store::listen`]): the
+/// cache's freshness guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Invalidation {
+    /// This grant changed: forget it.
+    Grant(TokenHash),
+    /// Invalidations may have been missed from now on: forget everything
+    /// and answer nothing until `Resumed`.
+    Lost,
+    /// Invalidations are being received again.
+    Resumed,
+}
 
 /// Why a grant was revoked. Stored as its number, which is also its number
 /// on the wire (`tessera.v1.RevokeReason`).
@@ -319,6 +332,13 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Finds a grant by token hash, whatever its state.
     fn find(&self, hash: &TokenHash) -> impl Future<Output = Result<Option<Lookup>>> + Send;
+
+    /// [`Self::find`], for a BOUNDED Validate: the answer may be up to the
+    /// cache's bounded age old. A database answers fresh;
+    /// [`crate::cache::Cached`] answers from memory when it can.
+    fn find_recent(&self, hash: &TokenHash) -> impl Future<Output = Result<Option<Lookup>>> + Send {
+        self.find(hash)
+    }
 
     /// Finds a grant by token hash, whatever its state, and the claim
     /// `client_id` made on it with the key hashed to `key_hash`, if any.

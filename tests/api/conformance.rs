@@ -3,10 +3,9 @@
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tessera::{
-    cache::Invalidation,
     store::{
-        Delegation, Grant, Keyed, ListQuery, NewGrant, PgStore, RevokeReason, RevokeTarget,
-        Revoked, Rotated, Rotation, SqliteStore, Store,
+        Delegation, Grant, Invalidation, Keyed, ListQuery, NewGrant, PgStore, RevokeReason,
+        RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
     },
     token::{GrantId, Token},
 };

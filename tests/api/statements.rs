@@ -12,13 +12,13 @@ use std::{
 use tessera::{
     audit::Audit,
     authority::{Authority, Check, Claimed, Denial, MintSpec, Policy, Validated},
-    cache::{GrantCache, Invalidation},
+    cache::{Cached, GrantCache},
     clients::{Caller, Role},
     config::DatabaseConfig,
     metrics::Metrics,
     store::{
-        Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior, Result,
-        RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
+        Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore,
+        Prior, Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
     },
     token::{Token, TokenHash},
 };
@@ -164,13 +164,7 @@ async fn run<S: Store + Clone>(store: S) {
         max_ttl: Duration::from_secs(3600),
         max_delegation_depth: 4,
     };
-    let authority = Authority::new(
-        store.clone(),
-        policy,
-        None,
-        Audit::new(None),
-        Metrics::new(),
-    );
+    let authority = Authority::new(store.clone(), policy, Audit::new(None), Metrics::new());
     let minter = Caller::new("minter", &[Role::Mint, Role::Claim, Role::Revoke]);
     let proxy = Caller::new("proxy", &[Role::Validate, Role::Claim]);
     let outsider = Caller::new("outsider", &[Role::Validate, Role::Claim]);
@@ -258,9 +252,8 @@ async fn run<S: Store + Clone>(store: S) {
         ));
         cache.apply(Invalidation::Resumed);
         let cached = Authority::new(
-            store.clone(),
+            Cached::new(store.clone(), Some(cache)),
             policy,
-            Some(cache),
             Audit::new(None),
             Metrics::new(),
         );

@@ -4,7 +4,7 @@
 use sqlx::postgres::PgListener;
 
 use super::PgStore;
-use crate::{cache::Invalidation, token::TokenHash};
+use crate::{store::Invalidation, token::TokenHash};
 
 /// The channel the `grants_ended` trigger notifies (migration 0002).
 const CHANNEL: &str = "tessera_grants";

@@ -12,14 +12,15 @@ use sqlx::{
 };
 
 use super::{
-    Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result,
-    RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError, TOUCH_INTERVAL,
+    Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
+    Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
+    TOUCH_INTERVAL,
     batch::{self, Answer, Batcher},
     micros, sql, to_u32,
 };
 use tracing::warn;
 
-use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
+use crate::{config::DatabaseConfig, token::TokenHash};
 
 /// `tessera_now_us()` is a SQL function from the first migration.
 macro_rules! pg {

@@ -15,15 +15,15 @@ use sqlx::{
 };
 
 use super::{
-    Delegation, Grant, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior, Result,
-    RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError, TOUCH_INTERVAL,
-    micros, sql, to_u32,
+    Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
+    Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
+    TOUCH_INTERVAL, micros, sql, to_u32,
 };
 
 mod lineage;
 use tracing::warn;
 
-use crate::{cache::Invalidation, config::DatabaseConfig, token::TokenHash};
+use crate::{config::DatabaseConfig, token::TokenHash};
 
 mod credentials;
 

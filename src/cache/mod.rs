@@ -11,6 +11,8 @@
 //! reconnecting) the cache answers nothing. Expiry needs no invalidation:
 //! it is judged against the database's clock as of the fetch plus the time
 //! elapsed since.
+//!
+//! [`Cached`] puts it in front of a store; the domain only ever sees a store.
 
 use std::{
     collections::HashMap,
@@ -21,23 +23,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod layer;
+
+pub use layer::Cached;
+
 use crate::{
     metrics::CacheCounters,
-    store::{Grant, Lookup, Micros, micros},
+    store::{Grant, Invalidation, Lookup, Micros, micros},
     token::TokenHash,
 };
-
-/// What the store's listener reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Invalidation {
-    /// This grant changed: forget it.
-    Grant(TokenHash),
-    /// Invalidations may have been missed from now on: forget everything
-    /// and answer nothing until `Resumed`.
-    Lost,
-    /// Invalidations are being received again.
-    Resumed,
-}
 
 pub struct GrantCache {
     state: Mutex<State>,
@@ -53,8 +47,11 @@ pub struct GrantCache {
 
 #[derive(Default)]
 struct State {
-    /// Grants as last read.
+    /// Grants as last read…
     ready: HashMap<TokenHash, Entry>,
+    /// …and their token hashes by grant id: a claim or a rotation knows
+    /// the grant, not the token.
+    ids: HashMap<String, TokenHash>,
     /// Tokens the database had no grant for, and when that was read.
     absent: HashMap<TokenHash, Instant>,
     /// Fetches under way: only the fetch holding the ticket may fill the
@@ -78,12 +75,30 @@ struct Entry {
 pub struct Ticket(u64);
 
 /// Bounded memory: makes room by dropping an arbitrary entry; it is only a
-/// cache.
-fn make_room<V>(map: &mut HashMap<TokenHash, V>, capacity: usize) {
+/// cache. Returns what it dropped.
+fn make_room<V>(map: &mut HashMap<TokenHash, V>, capacity: usize) -> Option<V> {
     if map.len() >= capacity
         && let Some(victim) = map.keys().next().copied()
     {
-        map.remove(&victim);
+        return map.remove(&victim);
+    }
+    None
+}
+
+impl State {
+    fn forget(&mut self, hash: &TokenHash) {
+        if let Some(entry) = self.ready.remove(hash) {
+            self.ids.remove(&entry.grant.grant_id);
+        }
+        self.absent.remove(hash);
+        self.pending.remove(hash);
+    }
+
+    fn clear(&mut self) {
+        self.ready.clear();
+        self.ids.clear();
+        self.absent.clear();
+        self.pending.clear();
     }
 }
 
@@ -153,17 +168,18 @@ impl GrantCache {
         if state.pending.get(&hash) != Some(&ticket.0) {
             return;
         }
-        state.pending.remove(&hash);
-        state.ready.remove(&hash);
-        state.absent.remove(&hash);
+        state.forget(&hash);
         match lookup {
             Some(lookup) => {
-                make_room(&mut state.ready, self.capacity);
+                if let Some(dropped) = make_room(&mut state.ready, self.capacity) {
+                    state.ids.remove(&dropped.grant.grant_id);
+                }
                 let entry = Entry {
                     grant: lookup.grant.clone(),
                     db_now: lookup.now,
                     fetched: Instant::now(),
                 };
+                state.ids.insert(entry.grant.grant_id.clone(), hash);
                 state.ready.insert(hash, entry);
             }
             None => {
@@ -181,19 +197,33 @@ impl GrantCache {
         }
     }
 
-    /// Records a `last_used_at` write, so that cached hits do not write again.
-    pub fn touched(&self, hash: &TokenHash, at: Micros) {
-        if let Some(entry) = self.state().ready.get_mut(hash) {
-            entry.grant.last_used_at = Some(at);
+    /// Records `last_used_at` writes, so that cached hits do not note
+    /// the same uses again.
+    pub fn touched(&self, touches: &[(String, Micros)]) {
+        let mut state = self.state();
+        let State { ready, ids, .. } = &mut *state;
+        for (grant_id, at) in touches {
+            if let Some(entry) = ids.get(grant_id).and_then(|hash| ready.get_mut(hash)) {
+                entry.grant.last_used_at = Some(*at);
+            }
         }
     }
 
     pub fn invalidate(&self, hash: &TokenHash) {
         self.counters.invalidations.inc();
+        self.state().forget(hash);
+    }
+
+    /// Forgets one grant by id (a claim, a rotation), and every fetch
+    /// under way: their grants are not known yet, and one of them may be
+    /// reading this grant as it was before the change.
+    pub fn invalidate_grant(&self, grant_id: &str) {
+        self.counters.invalidations.inc();
         let mut state = self.state();
-        state.ready.remove(hash);
-        state.absent.remove(hash);
-        state.pending.remove(hash);
+        if let Some(hash) = state.ids.get(grant_id).copied() {
+            state.forget(&hash);
+        }
+        state.pending.clear();
     }
 
     /// Forgets every grant `matches` selects (a revoke by run or subject),
@@ -201,25 +231,22 @@ impl GrantCache {
     pub fn invalidate_matching(&self, matches: impl Fn(&Grant) -> bool) {
         self.counters.invalidations.inc();
         let mut state = self.state();
-        state.ready.retain(|_, entry| !matches(&entry.grant));
+        let State { ready, ids, .. } = &mut *state;
+        ready.retain(|_, entry| !matches(&entry.grant));
+        ids.retain(|_, hash| ready.contains_key(hash));
         state.pending.clear();
     }
 
     pub fn apply(&self, event: Invalidation) {
-        let forget = |state: &mut State| {
-            state.ready.clear();
-            state.absent.clear();
-            state.pending.clear();
-        };
         match event {
             Invalidation::Grant(hash) => self.invalidate(&hash),
             Invalidation::Lost => {
                 self.live.store(false, Ordering::Release);
-                forget(&mut self.state());
+                self.state().clear();
             }
             Invalidation::Resumed => {
                 // Fetches that started while deaf must not be kept.
-                forget(&mut self.state());
+                self.state().clear();
                 self.live.store(true, Ordering::Release);
             }
         }
