@@ -19,10 +19,9 @@ use std::{
 };
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::info;
 
 use crate::{
-    audit,
+    audit::{AuthFailure, Event},
     clients::{AuthError, Caller, Directory, Role},
     metrics::Metrics,
 };
@@ -88,33 +87,36 @@ impl Door {
         let clients = self.clients.get();
         let caller = credentials
             .key
+            .map_err(AuthFailure::Unreadable)
             .and_then(|key| {
                 clients
                     .authenticate(key)
-                    .map_err(|_| "missing or unknown client key")
+                    .map_err(|_| AuthFailure::UnknownKey)
             })
             .and_then(|caller| match credentials.client_id {
                 Some(id) if id != caller.id && !clients.is_dev() => {
-                    Err("client id does not match the key")
+                    Err(AuthFailure::ClientMismatch)
                 }
                 _ => Ok(caller),
             })
             .map_err(|reason| {
-                info!(target: audit::TARGET, event = "authenticate", outcome = "refused", interface, method, reason, "authentication failed");
+                Event::Authenticate {
+                    interface,
+                    method,
+                    reason,
+                }
+                .write();
                 self.metrics.auth_failure(interface, "unauthenticated");
                 AuthError::Unauthenticated
             })?;
         if let Some(role) = role.filter(|&role| !caller.has(role)) {
-            info!(
-                target: audit::TARGET,
-                event = "authorize",
-                outcome = "refused",
+            Event::Authorize {
                 interface,
-                client = %caller.id,
+                client: &caller.id,
                 method,
-                role = role.name(),
-                "permission denied"
-            );
+                role,
+            }
+            .write();
             self.metrics.auth_failure(interface, "permission_denied");
             return Err(AuthError::PermissionDenied(role));
         }

@@ -10,11 +10,9 @@
 
 use std::time::Duration;
 
-use tracing::info;
-
 use super::{Authority, Examined, Result};
 use crate::{
-    audit,
+    audit::{Event, Operation},
     authority::{Check, DelegateSpec, Error, RotateTarget},
     clients::Caller,
     input::{InvalidInput, MAX_LABELS},
@@ -83,17 +81,15 @@ impl<S: Store> Authority<S> {
                 "the grant is no longer live, or was rotated already".into(),
             ));
         };
-        info!(
-            target: audit::TARGET,
-            event = "rotate",
-            client = %caller.id,
-            grant_id = %rotated.successor.grant_id,
-            rotated_from = %grant.grant_id,
-            token_mac = %self.audit.token_mac(&token),
-            overlap_ms = u64::try_from(overlap.as_millis()).unwrap_or(u64::MAX),
-            descendants = rotated.descendants.len(),
-            "rotated"
-        );
+        Event::Rotate {
+            client: &caller.id,
+            successor_id: &rotated.successor.grant_id,
+            rotated_from: &grant.grant_id,
+            token_mac: &self.audit.token_mac(&token),
+            overlap,
+            descendants: rotated.descendants.len(),
+        }
+        .write();
         Ok((token, rotated.successor, rotated.predecessor))
     }
 
@@ -109,7 +105,7 @@ impl<S: Store> Authority<S> {
         let found = match self.examine(caller, &check).await? {
             Examined::Passed(found) => found,
             Examined::Refused(refused) => {
-                self.refuse("delegate", caller, refused);
+                self.refuse(Operation::Delegate, caller, refused);
                 return Err(Error::ParentUnknown);
             }
         };
@@ -144,17 +140,13 @@ impl<S: Store> Authority<S> {
             .delegate(&child)
             .await?
             .ok_or(Error::ParentUnknown)?;
-        info!(
-            target: audit::TARGET,
-            event = "delegate",
-            client = %caller.id,
-            grant_id = %grant.grant_id,
-            parent_grant_id = %parent.grant_id,
-            depth = grant.depth,
-            token_mac = %self.audit.token_mac(&token),
-            max_uses = grant.max_uses,
-            "delegated"
-        );
+        Event::Delegate {
+            client: &caller.id,
+            grant: &grant,
+            parent_grant_id: &parent.grant_id,
+            token_mac: &self.audit.token_mac(&token),
+        }
+        .write();
         Ok((token, grant))
     }
 

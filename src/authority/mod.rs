@@ -18,7 +18,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tracing::{debug, info};
+use tracing::debug;
 
 mod lineage;
 mod operators;
@@ -32,7 +32,7 @@ pub use types::{
 };
 
 use crate::{
-    audit::{self, Audit},
+    audit::{Audit, ClaimOutcome, Event, Operation as Op},
     clients::Caller,
     credentials::{Secret, SecretSource},
     input::InvalidInput,
@@ -146,19 +146,13 @@ impl<S: Store> Authority<S> {
             payload_credential: spec.payload_credential,
         };
         let grant = self.store.insert(&new).await?;
-        info!(
-            target: audit::TARGET,
-            event = "mint",
-            token_mac = %self.audit.token_mac(&token),
-            client = %caller.id,
-            grant_id = %grant.grant_id,
-            run_id = grant.run_id.as_str(),
-            subject = grant.subject.as_str(),
-            labels = audit::labels(&grant.labels).as_str(),
-            max_uses = grant.max_uses,
-            ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-            "minted"
-        );
+        Event::Mint {
+            client: &caller.id,
+            grant: &grant,
+            token_mac: &self.audit.token_mac(&token),
+            ttl,
+        }
+        .write();
         Ok((token, grant))
     }
 
@@ -217,7 +211,11 @@ impl<S: Store> Authority<S> {
         let found = match self.examine(caller, &check).await? {
             Examined::Passed(found) => found,
             Examined::Refused(refused) => {
-                return Ok(Validated::Denied(self.refuse("validate", caller, refused)));
+                return Ok(Validated::Denied(self.refuse(
+                    Op::Validate,
+                    caller,
+                    refused,
+                )));
             }
         };
         let Found { lookup, .. } = found;
@@ -239,7 +237,7 @@ impl<S: Store> Authority<S> {
         let found = match self.examine(caller, &check).await? {
             Examined::Passed(found) => found,
             Examined::Refused(refused) => {
-                return Ok(Claimed::Denied(self.refuse("claim", caller, refused)));
+                return Ok(Claimed::Denied(self.refuse(Op::Claim, caller, refused)));
             }
         };
         let Found {
@@ -274,18 +272,18 @@ impl<S: Store> Authority<S> {
                 let mut grant = lookup.grant;
                 grant.use_count = use_count;
                 grant.last_used_at = Some(claimed_at);
-                Ok((grant, sealed_payload, "retried"))
+                Ok((grant, sealed_payload, ClaimOutcome::Retried))
             }
             (None, None) => match self.store.consume(&lookup.grant.grant_id).await? {
-                Some((grant, sealed)) => Ok((grant, sealed, "claimed")),
+                Some((grant, sealed)) => Ok((grant, sealed, ClaimOutcome::Claimed)),
                 None => Err(lookup.grant),
             },
             (None, Some(key)) => {
                 let grant_id = &lookup.grant.grant_id;
                 match self.store.consume_keyed(grant_id, &caller.id, &key).await? {
-                    Keyed::Consumed(grant, sealed) => Ok((grant, sealed, "claimed")),
+                    Keyed::Consumed(grant, sealed) => Ok((grant, sealed, ClaimOutcome::Claimed)),
                     // A racing retry with the same key got there first.
-                    Keyed::Replayed(grant, sealed) => Ok((grant, sealed, "retried")),
+                    Keyed::Replayed(grant, sealed) => Ok((grant, sealed, ClaimOutcome::Retried)),
                     Keyed::Refused => Err(lookup.grant),
                 }
             }
@@ -298,31 +296,23 @@ impl<S: Store> Authority<S> {
                     token: Some(token),
                     grant: Some(grant),
                 };
-                return Ok(Claimed::Denied(self.refuse("claim", caller, refused)));
+                return Ok(Claimed::Denied(self.refuse(Op::Claim, caller, refused)));
             }
         };
         // A row whose payload does not open was tampered with in the
         // database: the use is spent and the caller gets INTERNAL, never the
         // bytes.
         let payload = seal::open(&token, &grant.grant_id, &sealed)?;
-        info!(
-            target: audit::TARGET,
-            event = "claim",
+        Event::Claim {
             outcome,
-            token_mac = %self.audit.token_mac(&token),
-            client = %caller.id,
-            grant_id = %grant.grant_id,
-            run_id = grant.run_id.as_str(),
-            subject = grant.subject.as_str(),
-            labels = audit::labels(&grant.labels).as_str(),
-            use_count = grant.use_count,
-            max_uses = grant.max_uses,
-            "claimed"
-        );
-        let counted = if outcome == "claimed" {
-            "CLAIMED"
-        } else {
-            "RETRIED"
+            client: &caller.id,
+            grant: &grant,
+            token_mac: &self.audit.token_mac(&token),
+        }
+        .write();
+        let counted = match outcome {
+            ClaimOutcome::Claimed => "CLAIMED",
+            ClaimOutcome::Retried => "RETRIED",
         };
         self.metrics.check("claim", counted, "NONE");
         Ok(Claimed::Claimed {
@@ -336,30 +326,27 @@ impl<S: Store> Authority<S> {
     /// returns what the caller may know. A revoked or used-up token
     /// presented by a caller the grant was made for is a replay: counted,
     /// and a distinct event, off the reply path (see [`replay`]).
-    fn refuse(&self, op: &'static str, caller: &Caller, refused: Refused) -> Denial {
+    fn refuse(&self, op: Op, caller: &Caller, refused: Refused) -> Denial {
         let Refused {
             refusal,
             token,
             grant,
         } = refused;
         let token_mac = token.as_ref().map(|t| self.audit.token_mac(t));
-        let token_mac = token_mac.unwrap_or_default();
-        let grant_id = grant.as_ref().map_or("", |g| g.grant_id.as_str());
-        info!(
-            target: audit::TARGET,
-            event = op,
-            outcome = "refused",
-            client = %caller.id,
-            grant_id,
-            token_mac = token_mac.as_str(),
-            denial = refusal.denial.name(),
-            why = refusal.hidden.map(Hidden::name),
-            "token refused"
-        );
+        Event::Refused {
+            operation: op,
+            client: &caller.id,
+            grant_id: grant.as_ref().map(|g| g.grant_id.as_str()),
+            token_mac: token_mac.as_ref(),
+            denial: refusal.denial,
+            why: refusal.hidden,
+        }
+        .write();
         let hidden = refusal.hidden.map_or("NONE", Hidden::name);
-        self.metrics.check(op, refusal.denial.name(), hidden);
+        self.metrics.check(op.name(), refusal.denial.name(), hidden);
         let replayed = refusal.hidden.is_some_and(Hidden::is_replay);
-        if let (true, Some(grant)) = (replayed, grant) {
+        // A grant was found, so the token parsed and has a MAC.
+        if let (true, Some(grant), Some(token_mac)) = (replayed, grant, token_mac) {
             self.replayed(&caller.id, grant, token_mac);
         }
         refusal.denial

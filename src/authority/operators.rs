@@ -1,11 +1,9 @@
 //! Operator calls: Revoke, GetGrant and ListGrants, under the issuer rule
 //! (a client sees and revokes only the grants it issued; `admin` sees all).
 
-use tracing::info;
-
 use super::{Authority, Error, Page, Result, Target};
 use crate::{
-    audit,
+    audit::{Event, RevokeCause},
     clients::Caller,
     input::{self, InvalidInput},
     store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revoked, Store},
@@ -26,7 +24,7 @@ impl<S: Store> Authority<S> {
             Target::RunId(id) => RevokeTarget::RunId(id),
             Target::Subject(id) => RevokeTarget::Subject(id),
         };
-        let why = (caller.id.as_str(), "request");
+        let why = (caller.id.as_str(), RevokeCause::Request);
         let revoked = revoke_where(&self.store, &target, scope, reason, why).await?;
         if let RevokeTarget::GrantId(id) = &target {
             // Unknown and foreign ids are NOT_FOUND; already inactive is 0.
@@ -98,25 +96,21 @@ pub(super) async fn revoke_where<S: Store>(
     target: &RevokeTarget,
     issued_by: Option<&str>,
     reason: RevokeReason,
-    (client, cause): (&str, &'static str),
+    (client, cause): (&str, RevokeCause),
 ) -> Result<u64> {
     let Revoked {
         count: revoked,
         descendants,
     } = store.revoke(target, issued_by, reason).await?;
-    let (target_kind, target_id) = described(target);
-    info!(
-        target: audit::TARGET,
-        event = "revoke",
+    Event::Revoke {
         client,
         cause,
-        target_kind,
-        target_id,
-        reason = reason.name(),
+        target,
+        reason,
         revoked,
-        descendants = descendants.len(),
-        "revoked"
-    );
+        descendants: descendants.len(),
+    }
+    .write();
     Ok(revoked)
 }
 
@@ -125,16 +119,5 @@ fn grant_id(id: String, field: &str) -> std::result::Result<String, InvalidInput
         Ok(id)
     } else {
         Err(InvalidInput::new(field, "is not a grant id"))
-    }
-}
-
-/// A revoke target for the log: its kind (`token`, `grant_id`, `run_id`
-/// or `subject`) and the id it names, never for a token.
-fn described(target: &RevokeTarget) -> (&'static str, Option<&str>) {
-    match target {
-        RevokeTarget::Token(_) => ("token", None),
-        RevokeTarget::GrantId(id) => ("grant_id", Some(id)),
-        RevokeTarget::RunId(id) => ("run_id", Some(id)),
-        RevokeTarget::Subject(id) => ("subject", Some(id)),
     }
 }

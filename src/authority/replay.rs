@@ -10,13 +10,13 @@ use tracing::warn;
 
 use super::{Authority, operators};
 use crate::{
-    audit,
+    audit::{Event, RevokeCause, TokenMac},
     store::{Grant, RevokeReason, RevokeTarget, Store},
 };
 
 impl<S: Store> Authority<S> {
     /// Counts the replay of `grant` by `client`, then logs it.
-    pub(super) fn replayed(&self, client: &str, grant: Grant, token_mac: String) {
+    pub(super) fn replayed(&self, client: &str, grant: Grant, token_mac: TokenMac) {
         self.metrics.replayed();
         let store = self.store.clone();
         let (client, grant_id, run_id) = (
@@ -30,17 +30,15 @@ impl<S: Store> Authority<S> {
                 Ok(replays) => (*replays, None),
                 Err(err) => (None, Some(err)),
             };
-            warn!(
-                target: audit::TARGET,
-                event = "replay",
-                client,
-                grant_id,
-                token_mac,
-                run_id,
+            Event::Replay {
+                client: &client,
+                grant_id: &grant_id,
+                run_id: &run_id,
+                token_mac: &token_mac,
                 replays,
-                error = error.map(tracing::field::display),
-                "a consumed or revoked token was presented again"
-            );
+                error,
+            }
+            .write();
         });
         if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
             self.revoke_run_on_replay(grant);
@@ -55,7 +53,7 @@ impl<S: Store> Authority<S> {
             let run = RevokeTarget::RunId(grant.run_id);
             let reason = RevokeReason::Compromised;
             let by = grant.issued_by.as_str();
-            let why = (by, "replay");
+            let why = (by, RevokeCause::Replay);
             let revoked = operators::revoke_where(&store, &run, Some(by), reason, why);
             if let Err(err) = revoked.await {
                 warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");

@@ -18,8 +18,6 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use tracing::info;
-
 pub mod input;
 pub mod keyring;
 pub mod lease;
@@ -32,7 +30,7 @@ pub use lease::{LeaseId, Refresh};
 pub use secret::Secret;
 
 use crate::{
-    audit,
+    audit::Event,
     clients::Caller,
     input::InvalidInput,
     metrics::Metrics,
@@ -223,15 +221,11 @@ impl<S: CredentialStore> Credentials<S> {
         };
         self.metrics.credential("put", label);
         let version = outcome?;
-        info!(
-            target: audit::TARGET,
-            event = "credential_put",
-            client = %slot.client_id,
-            bearer_id = %slot.bearer_id,
-            name = %slot.name,
+        Event::CredentialPut {
+            slot: &slot,
             version,
-            "credential stored"
-        );
+        }
+        .write();
         Ok(version)
     }
 
@@ -347,16 +341,12 @@ impl<S: CredentialStore> Credentials<S> {
             },
         );
         if let Ok(Refresh::Granted { fence, version, .. }) = &outcome {
-            info!(
-                target: audit::TARGET,
-                event = "credential_lease",
-                client = %slot.client_id,
-                bearer_id = %slot.bearer_id,
-                name = %slot.name,
-                version,
-                fence,
-                "refresh lease granted"
-            );
+            Event::CredentialLease {
+                slot: &slot,
+                version: *version,
+                fence: *fence,
+            }
+            .write();
         }
         outcome
     }
@@ -404,15 +394,11 @@ impl<S: CredentialStore> Credentials<S> {
             },
         );
         let (slot, version) = outcome?;
-        info!(
-            target: audit::TARGET,
-            event = "credential_refreshed",
-            client = %slot.client_id,
-            bearer_id = %slot.bearer_id,
-            name = %slot.name,
+        Event::CredentialRefreshed {
+            slot: &slot,
             version,
-            "credential refreshed"
-        );
+        }
+        .write();
         Ok(version)
     }
 
@@ -432,14 +418,7 @@ impl<S: CredentialStore> Credentials<S> {
         self.metrics
             .credential("delete", if deleted { "ok" } else { "not_found" });
         if deleted {
-            info!(
-                target: audit::TARGET,
-                event = "credential_deleted",
-                client = %slot.client_id,
-                bearer_id = %slot.bearer_id,
-                name = %slot.name,
-                "credential deleted"
-            );
+            Event::CredentialDeleted { slot: &slot }.write();
         }
         Ok(deleted)
     }

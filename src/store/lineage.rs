@@ -1,6 +1,6 @@
 //! The operations that follow a grant's lineage — revoke (with its
 //! descendants), rotate, delegate — written once for both databases. Each
-//! store expands [`lineage!`] with its dialect: its clock, how a list of
+//! store expands [`lineage!`] in its `dialect` module: its clock, how a list of
 //! ids becomes rows, how a list is bound, and the lock a delegation takes
 //! on its parent.
 

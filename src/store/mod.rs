@@ -15,6 +15,7 @@ mod batch;
 pub mod credentials;
 mod lineage;
 pub mod postgres;
+mod shared;
 mod sql;
 pub mod sqlite;
 

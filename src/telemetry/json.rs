@@ -132,7 +132,7 @@ impl Visit for Line {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::{
         io,
         sync::{Arc, Mutex},
@@ -154,8 +154,9 @@ mod tests {
         }
     }
 
-    /// The one line `emit` logs, as written and parsed.
-    fn logged(emit: impl FnOnce()) -> (String, serde_json::Map<String, Value>) {
+    /// The one line `emit` logs, as written and parsed (also for the
+    /// audit events' tests).
+    pub(crate) fn logged(emit: impl FnOnce()) -> (String, serde_json::Map<String, Value>) {
         let sink = Sink::default();
         let writer = sink.clone();
         let subscriber = tracing_subscriber::fmt()

@@ -14,9 +14,8 @@ use sqlx::{
 use super::{
     Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
     Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
-    TOUCH_INTERVAL,
     batch::{self, Answer, Batcher},
-    micros, sql, to_u32,
+    sql, to_u32,
 };
 use tracing::warn;
 
@@ -30,8 +29,8 @@ macro_rules! pg {
 }
 
 mod credentials;
+mod dialect;
 mod keyed;
-mod lineage;
 mod listen;
 mod retry;
 
@@ -154,30 +153,7 @@ pub(super) async fn insert_one(
     pool: &PgPool,
     grant: &NewGrant,
 ) -> std::result::Result<Grant, sqlx::Error> {
-    let row = sqlx::query(pg!(insert))
-        .bind(&grant.grant_id)
-        .bind(&grant.token_hash.0[..])
-        .bind(&grant.token_hint)
-        .bind(&grant.subject)
-        .bind(&grant.audience)
-        .bind(&grant.run_id)
-        .bind(&grant.scopes)
-        .bind(Json(&grant.labels))
-        .bind(&grant.sealed_payload)
-        .bind(i64::from(grant.max_uses))
-        .bind(&grant.issued_by)
-        .bind(micros(grant.ttl))
-        .bind(grant.revoke_run_on_replay)
-        .bind(
-            grant
-                .payload_credential
-                .as_ref()
-                .map(|c| c.bearer_id.as_str()),
-        )
-        .bind(grant.payload_credential.as_ref().map(|c| c.name.as_str()))
-        .fetch_one(pool)
-        .await?;
-    grant_from_row(&row)
+    dialect::insert(pool, grant).await
 }
 
 pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
@@ -246,14 +222,7 @@ impl Store for PgStore {
             Answer::Alone => {}
         }
         // The batch failed: alone, with the retry and the error of its own.
-        let row = self
-            .read(|| {
-                sqlx::query(pg!(find))
-                    .bind(&hash.0[..])
-                    .fetch_optional(&self.pool)
-            })
-            .await?;
-        Ok(row.as_ref().map(lookup_from_row).transpose()?)
+        dialect::find(&self.pool, hash).await
     }
 
     async fn find_keyed(
@@ -262,29 +231,11 @@ impl Store for PgStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Option<(Lookup, Option<Prior>)>> {
-        let row = self
-            .read(|| {
-                sqlx::query(pg!(find_keyed))
-                    .bind(&hash.0[..])
-                    .bind(client_id)
-                    .bind(&key_hash[..])
-                    .fetch_optional(&self.pool)
-            })
-            .await?;
-        let Some(row) = row else { return Ok(None) };
-        Ok(Some((lookup_from_row(&row)?, prior_from_row(&row)?)))
+        dialect::find_keyed(&self.pool, hash, client_id, key_hash).await
     }
 
     async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
-        let (ids, ats): (Vec<&str>, Vec<Micros>) =
-            touches.iter().map(|(id, at)| (id.as_str(), *at)).unzip();
-        sqlx::query(sql::touch!("unnest($1::text[], $2::bigint[]) AS t(id, at)"))
-            .bind(ids)
-            .bind(ats)
-            .bind(micros(TOUCH_INTERVAL))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        dialect::touch(&self.pool, touches).await
     }
 
     async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
@@ -293,17 +244,7 @@ impl Store for PgStore {
             Answer::Failed(err) => return Err(err.into()),
             Answer::Alone => {}
         }
-        let row = sqlx::query(pg!(consume))
-            .bind(grant_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => Ok(Some((
-                grant_from_row(&row)?,
-                row.try_get("sealed_payload")?,
-            ))),
-            None => Ok(None),
-        }
+        dialect::consume(&self.pool, grant_id).await
     }
 
     async fn consume_keyed(
@@ -333,79 +274,47 @@ impl Store for PgStore {
         issued_by: Option<&str>,
         reason: RevokeReason,
     ) -> Result<Revoked> {
-        lineage::revoke(&self.pool, target, issued_by, reason).await
+        dialect::revoke(&self.pool, target, issued_by, reason).await
     }
 
     async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
-        lineage::payload(&self.pool, grant_id).await
+        dialect::payload(&self.pool, grant_id).await
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
-        lineage::rotate(&self.pool, rotation).await
+        dialect::rotate(&self.pool, rotation).await
     }
 
     async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
-        lineage::delegate(&self.pool, child).await
+        dialect::delegate(&self.pool, child).await
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
-        let replays: Option<i64> = sqlx::query_scalar(sql::count_replay!())
-            .bind(grant_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(replays.map(|n| u64::try_from(n).unwrap_or_default()))
+        dialect::count_replay(&self.pool, grant_id).await
     }
 
     async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        let row = sqlx::query(sql::get!())
-            .bind(grant_id)
-            .bind(issued_by)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.as_ref().map(grant_from_row).transpose()?)
+        dialect::get(&self.pool, grant_id, issued_by).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        let (mut page, mut count) = sql::list_queries(query, pg!(live));
-        let rows = page.build().fetch_all(&self.pool).await?;
-        let active: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
-        Ok(ListPage {
-            grants: rows
-                .iter()
-                .map(grant_from_row)
-                .collect::<std::result::Result<_, _>>()?,
-            active_count: u64::try_from(active).unwrap_or_default(),
-        })
+        dialect::list(&self.pool, query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
-        let done = sqlx::query(pg!(sweep, " FOR UPDATE SKIP LOCKED"))
-            .bind(micros(retention))
-            .bind(i64::from(batch))
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+        dialect::sweep(&self.pool, retention, batch).await
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.health).await?;
-        Ok(())
+        dialect::ping(&self.health).await
     }
 
     async fn count_live(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar(pg!(count_live))
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(u64::try_from(count).unwrap_or(0))
+        dialect::count_live(&self.pool).await
     }
 
     fn pool_probe(&self) -> crate::metrics::PoolProbe {
-        let pool = self.pool.clone();
-        Box::new(move || crate::metrics::PoolState {
-            size: pool.size(),
-            idle: pool.num_idle(),
-            max: pool.options().get_max_connections(),
-        })
+        dialect::pool_probe(&self.pool)
     }
 
     async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
@@ -420,8 +329,7 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        self.health.close().await;
-        self.pool.close().await;
+        dialect::close(&self.pool, &self.health).await;
     }
 }
 
