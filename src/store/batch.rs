@@ -1,5 +1,5 @@
 //! Calls to PostgreSQL, batched: Validate's lookups, Claim's uses and
-//! Mint's inserts.
+//! Mint's inserts (keyed claims: `postgres/keyed.rs`, on the same batcher).
 //!
 //! Every statement costs PostgreSQL a whole round of bind, execute and
 //! reply, every write a commit and its fsync, and this server a pooled
@@ -186,7 +186,7 @@ pub(super) async fn consume(pool: PgPool, ids: Vec<String>) -> Vec<Answer<Taken>
 }
 
 /// The error of a write whose batch may or may not have committed.
-fn lost() -> sqlx::Error {
+pub(super) fn lost() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other("a batch write failed"))
 }
 

@@ -424,10 +424,47 @@ macro_rules! consume_keyed {
     };
 }
 
+/// [`consume_keyed!`] for many keyed claims at once: `$1` grant ids (each
+/// at most once), `$2` their clients, `$3` their key hashes. Rows are locked
+/// as in [`consume_many!`] (grant id order; rows another transaction holds
+/// skipped, never waited for); each claim whose key is not recorded yet
+/// takes one use and records its key with it. Each row names its claim
+/// (`wanted_client`, `wanted_key`). A key a racing claim recorded after
+/// this statement began fails on the primary key and undoes the whole
+/// statement, every use of it included.
+macro_rules! consume_keyed_many {
+    ($now:literal) => {
+        concat!(
+            "WITH wanted AS (SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[]) \
+             AS w(wanted_id, wanted_client, wanted_key)), \
+             locked AS (SELECT g.grant_id AS locked_id FROM grants g \
+             JOIN wanted ON g.grant_id = wanted.wanted_id \
+             ORDER BY g.grant_id FOR UPDATE OF g SKIP LOCKED), \
+             used AS (UPDATE grants SET use_count = use_count + 1, last_used_at = ",
+            $now,
+            ", used_up_at = CASE WHEN max_uses > 0 AND use_count + 1 >= max_uses THEN ",
+            $now,
+            " END FROM locked JOIN wanted ON wanted.wanted_id = locked.locked_id \
+             WHERE grants.grant_id = locked.locked_id AND ",
+            $crate::store::sql::live!($now),
+            " AND NOT EXISTS (SELECT 1 FROM claim_keys k WHERE k.grant_id = wanted.wanted_id \
+             AND k.client_id = wanted.wanted_client AND k.key_hash = wanted.wanted_key) \
+             RETURNING ",
+            $crate::store::sql::grant_columns!(),
+            ", sealed_payload, wanted_client, wanted_key), \
+             recorded AS (INSERT INTO claim_keys \
+             (grant_id, client_id, key_hash, use_number, claimed_at) \
+             SELECT grant_id, wanted_client, wanted_key, use_count, last_used_at FROM used) \
+             SELECT * FROM used"
+        )
+    };
+}
+
 pub(crate) use {
-    consume, consume_keyed, consume_many, count_live, count_replay, delegate, find, find_keyed,
-    find_many, get, grant_columns, insert, insert_many, live, payload, prior_claim, record_key,
-    reserve_key, revoke, revoke_descendants, rotate_in, rotate_out, row_readers, sweep, touch,
+    consume, consume_keyed, consume_keyed_many, consume_many, count_live, count_replay, delegate,
+    find, find_keyed, find_many, get, grant_columns, insert, insert_many, live, payload,
+    prior_claim, record_key, reserve_key, revoke, revoke_descendants, rotate_in, rotate_out,
+    row_readers, sweep, touch,
 };
 
 use sqlx::{Database, Encode, QueryBuilder, Type};

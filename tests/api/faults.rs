@@ -10,7 +10,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::{Backend, Proxy, TestApp, check, claim, mint_req, postgres_addr, revoke};
+use crate::support::{
+    Backend, Proxy, TestApp, check, claim, lock_table, mint_req, postgres_addr, revoke,
+    wait_for_lock_waiters,
+};
 
 /// While the database is cut off every call is UNAVAILABLE within the
 /// acquire timeout (3 s here, the default), never a denial and never a success; once it
@@ -240,5 +243,55 @@ async fn a_slow_database_is_slow_not_wrong() {
     let answer = app.claim("minter", claim(&token)).await.unwrap();
     assert_eq!(answer.grant.unwrap().use_count, 2);
     assert!(started.elapsed() < slow, "fast again");
+    app.shutdown().await;
+}
+
+/// A keyed claim whose batch loses its connection mid-statement (its write
+/// to the claim keys waits on a table lock when PostgreSQL is cut off) is
+/// UNAVAILABLE: its batch may have committed, so it is not run again. Once
+/// the database is back, the retry with the same key gets one use, whether
+/// the cut-off statement committed it or not, and the grant has one use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_claim_cut_off_mid_batch_is_unavailable_and_retried_once() {
+    let proxy = Proxy::start(postgres_addr().await).await;
+    let mut app = TestApp::spawn_behind(&proxy).await;
+    let five_uses = pb::MintRequest {
+        max_uses: 5,
+        payload: b"p".to_vec(),
+        ..mint_req("u")
+    };
+    let minted = app.mint("minter", five_uses).await.unwrap();
+    let keyed = pb::ClaimRequest {
+        claim_key: "k".into(),
+        ..claim(&minted.token)
+    };
+    let lock = lock_table(&app.db, "claim_keys").await;
+    let mut client = app.client();
+    let request = app.req("minter", keyed.clone());
+    let call = tokio::spawn(async move { client.claim(request).await });
+    wait_for_lock_waiters(&app.db, &lock, 1).await;
+    proxy.cut();
+    let err = call.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    lock.tx.rollback().await.unwrap();
+    proxy.restore();
+
+    // The first calls may still meet a dead pooled connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let retried = loop {
+        match app.claim("minter", keyed.clone()).await {
+            Ok(answer) => break answer,
+            Err(err) => assert_eq!(err.code(), Code::Unavailable, "{err:?}"),
+        }
+        assert!(Instant::now() < deadline, "no recovery within 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(retried.claimed);
+    assert_eq!(
+        (retried.payload.as_slice(), retried.grant.unwrap().use_count),
+        (&b"p"[..], 1)
+    );
+    let grant_id = minted.grant.unwrap().grant_id;
+    assert_eq!(app.get("minter", &grant_id).await.unwrap().use_count, 1);
     app.shutdown().await;
 }

@@ -14,6 +14,7 @@ mod exchange;
 mod faults;
 mod http;
 mod input;
+mod keyed_race;
 mod lineage;
 mod logs;
 mod ops;

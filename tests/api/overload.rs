@@ -122,6 +122,64 @@ async fn a_locked_row_holds_up_only_its_own_claims() {
     held.release().await;
 }
 
+/// Keyed claims are batched too: with six keyed claims (more than the
+/// batches running at once) waiting on a locked grant, keyed claims of
+/// other grants are still answered at once, and the held ones complete
+/// once the lock goes, one use per key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_row_holds_up_only_its_own_keyed_claims() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let with_key = |token: &str, key: String| pb::ClaimRequest {
+        claim_key: key,
+        ..claim(token)
+    };
+    let mut others = Vec::new();
+    for _ in 0..20 {
+        others.push(app.mint("minter", mint_req("u")).await.unwrap().token);
+    }
+    let held = pb::MintRequest {
+        run_id: "held".into(),
+        ..mint_req("u")
+    };
+    let held = app.mint("minter", held).await.unwrap();
+    let lock = lock_run(&app.db, "held").await;
+    let held_calls: Vec<_> = (0..6)
+        .map(|i| {
+            let mut client = app.client();
+            let request = app.req("minter", with_key(&held.token, format!("held-{i}")));
+            tokio::spawn(async move { client.claim(request).await })
+        })
+        .collect();
+    wait_for_lock_waiters(&app.db, &lock, 6).await;
+
+    let started = Instant::now();
+    let claims: Vec<_> = others
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let mut client = app.client();
+            let request = app.req("proxy", with_key(token, format!("k-{i}")));
+            tokio::spawn(async move { client.claim(request).await })
+        })
+        .collect();
+    for call in claims {
+        assert!(call.await.unwrap().unwrap().into_inner().claimed);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not held up by the locked row: {:?}",
+        started.elapsed()
+    );
+    lock.tx.rollback().await.unwrap();
+    let mut uses = Vec::new();
+    for call in held_calls {
+        let answer = call.await.unwrap().unwrap().into_inner();
+        uses.push(answer.grant.unwrap().use_count);
+    }
+    uses.sort_unstable();
+    assert_eq!(uses, [1, 2, 3, 4, 5, 6], "one use per key");
+}
+
 /// A client's share is one share across gRPC and HTTP: with its claims
 /// held in flight, its introspections are shed too (429), while another
 /// client's are served.

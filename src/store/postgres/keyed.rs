@@ -1,10 +1,125 @@
 //! A keyed claim: the use and its key in one statement, and the claim a
 //! racing retry with the same key made, when it won.
+//!
+//! Keyed claims arriving together share one statement and one commit
+//! ([`consume_many`]), formed as the other batches are (see
+//! [`crate::store::batch`]): a lone claim runs at once. A claim its batch
+//! did not answer runs alone after it ([`keyed_claim`]), which is exact in
+//! every case, so a batch only has to be right about the claims it answers.
+
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{PgPool, Row};
+use tracing::warn;
 
-use super::{grant_from_row, replayed_from_row};
-use crate::store::{Keyed, Result, StoreError, sql};
+use super::{PgStore, grant_from_row, replayed_from_row};
+use crate::store::{
+    Grant, Keyed, Result, StoreError,
+    batch::{self, Answer},
+    sql,
+};
+
+/// One keyed claim, as the batcher carries it.
+#[derive(Clone)]
+pub(super) struct Claim {
+    pub(super) grant_id: String,
+    pub(super) client_id: String,
+    pub(super) key_hash: [u8; 32],
+}
+
+/// A use a batch took: the grant after it, and its sealed payload.
+pub(super) type Taken = (Grant, Vec<u8>);
+
+impl PgStore {
+    /// Takes the use with whatever other keyed claims are waiting; a claim
+    /// the batch did not answer runs alone, after it.
+    pub(super) async fn claim_keyed(&self, claim: Claim) -> Result<Keyed> {
+        match self.batches().keyed.submit(claim.clone()).await {
+            Answer::Done((grant, sealed)) => Ok(Keyed::Consumed(grant, sealed)),
+            Answer::Failed(err) => Err(err.into()),
+            Answer::Alone => {
+                keyed_claim(
+                    &self.pool,
+                    &claim.grant_id,
+                    &claim.client_id,
+                    &claim.key_hash,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Takes the uses of many keyed claims in one statement
+/// ([`sql::consume_keyed_many!`]), one commit. Only the claims that took
+/// their use are answered here; every other one runs alone, after it:
+/// a grant with no use left, a key recorded before, a row another
+/// transaction held (skipped rather than waited for), and any claim of a
+/// grant already named in the batch (one `UPDATE` touches a row once). So
+/// two keys of one grant take a use each, one after the other, and the
+/// same key sent twice takes one: its second claim runs once the first
+/// has committed and finds its key. A statement the database refused (a
+/// timeout, or a racing claim that recorded one of the keys first) rolled
+/// back, so its claims run alone too; a broken connection may have
+/// committed, so its claims are UNAVAILABLE and nothing is run again.
+pub(super) async fn consume_many(pool: PgPool, claims: Vec<Claim>) -> Vec<Answer<Taken>> {
+    let mut named = HashSet::with_capacity(claims.len());
+    let sent: Vec<&Claim> = claims
+        .iter()
+        .filter(|claim| named.insert(claim.grant_id.as_str()))
+        .collect();
+    let rows = sqlx::query(pg!(consume_keyed_many))
+        .bind(sent.iter().map(|c| c.grant_id.as_str()).collect::<Vec<_>>())
+        .bind(
+            sent.iter()
+                .map(|c| c.client_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(sent.iter().map(|c| &c.key_hash[..]).collect::<Vec<_>>())
+        .fetch_all(&pool)
+        .await;
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(sqlx::Error::Database(err)) => {
+            warn!(error = %err, claims = claims.len(), "a batch of keyed claims was refused; each runs alone");
+            return claims.iter().map(|_| Answer::Alone).collect();
+        }
+        Err(err) => {
+            warn!(error = %err, claims = claims.len(), "a batch of keyed claims failed");
+            return claims
+                .iter()
+                .map(|_| Answer::Failed(batch::lost()))
+                .collect();
+        }
+    };
+    // By grant: each was sent once. A row that does not read leaves its
+    // claim to run alone, which finds the key and reads the claim made.
+    let mut taken: HashMap<String, (String, Vec<u8>, Taken)> = HashMap::new();
+    for row in &rows {
+        let read = || -> std::result::Result<_, sqlx::Error> {
+            let grant = grant_from_row(row)?;
+            let sealed = row.try_get("sealed_payload")?;
+            let client = row.try_get("wanted_client")?;
+            let key = row.try_get("wanted_key")?;
+            Ok((grant.grant_id.clone(), (client, key, (grant, sealed))))
+        };
+        if let Ok((grant_id, use_taken)) = read() {
+            taken.insert(grant_id, use_taken);
+        }
+    }
+    claims
+        .iter()
+        .map(|claim| match taken.remove(&claim.grant_id) {
+            // The first claim of its grant: the one sent.
+            Some((client, key, use_taken))
+                if client == claim.client_id && key == claim.key_hash =>
+            {
+                Answer::Done(use_taken)
+            }
+            _ => Answer::Alone,
+        })
+        .collect()
+}
 
 /// One statement ([`sql::consume_keyed!`]); only when a racing claim with
 /// the same key won does it read the claim that one made.

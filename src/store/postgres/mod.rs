@@ -72,6 +72,7 @@ pub struct PgStore {
 struct Batches {
     lookups: Batcher<TokenHash, Option<Lookup>>,
     uses: Batcher<String, batch::Taken>,
+    keyed: Batcher<keyed::Claim, keyed::Taken>,
     inserts: Batcher<NewGrant, Grant>,
 }
 
@@ -136,10 +137,13 @@ impl PgStore {
     fn batches(&self) -> &Batches {
         self.batches.get_or_init(|| {
             let (pool, slots) = (self.pool.clone(), self.batch_slots);
-            let (inserting, using) = (pool.clone(), pool.clone());
+            let (inserting, using, claiming) = (pool.clone(), pool.clone(), pool.clone());
             Batches {
                 lookups: Batcher::start(slots, move |hashes| batch::find(pool.clone(), hashes)),
                 uses: Batcher::start(slots, move |ids| batch::consume(using.clone(), ids)),
+                keyed: Batcher::start(slots, move |claims| {
+                    keyed::consume_many(claiming.clone(), claims)
+                }),
                 inserts: Batcher::start(slots, move |grants| {
                     batch::insert(inserting.clone(), grants)
                 }),
@@ -254,18 +258,17 @@ impl Store for PgStore {
         key_hash: &[u8; 32],
     ) -> Result<Keyed> {
         // On a task of its own, so that the claim completes even if its
-        // caller goes away, and a retry with the key finds it.
-        let (pool, grant_id, client_id, key_hash) = (
-            self.pool.clone(),
-            grant_id.to_owned(),
-            client_id.to_owned(),
-            *key_hash,
-        );
-        tokio::spawn(
-            async move { keyed::keyed_claim(&pool, &grant_id, &client_id, &key_hash).await },
-        )
-        .await
-        .map_err(|_| StoreError::Internal(sqlx::Error::WorkerCrashed))?
+        // caller goes away (in its batch, or alone after it), and a retry
+        // with the key finds it.
+        let claim = keyed::Claim {
+            grant_id: grant_id.to_owned(),
+            client_id: client_id.to_owned(),
+            key_hash: *key_hash,
+        };
+        let store = self.clone();
+        tokio::spawn(async move { store.claim_keyed(claim).await })
+            .await
+            .map_err(|_| StoreError::Internal(sqlx::Error::WorkerCrashed))?
     }
 
     async fn revoke(

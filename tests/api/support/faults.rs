@@ -143,6 +143,24 @@ pub async fn lock_run(db: &TestDb, run_id: &str) -> RunLock {
     RunLock { tx, pid }
 }
 
+/// Holds `table` in SHARE mode from another session: every write to it
+/// waits (with its statement in flight) until the returned transaction ends.
+pub async fn lock_table(db: &TestDb, table: &str) -> RunLock {
+    let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "LOCK TABLE {table} IN SHARE MODE"
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    RunLock { tx, pid }
+}
+
 /// `n` claims by `client` held in flight: a grant of its own run is minted,
 /// its row locked, and the claims wait on the lock until it is released.
 pub struct HeldClaims {
