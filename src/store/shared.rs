@@ -22,8 +22,8 @@ macro_rules! shared {
         prior_from_row: $prior:path $(,)?
     ) => {
         /// One grant, alone (not batched).
-        pub(super) async fn insert(
-            pool: &sqlx::Pool<$db>,
+        pub(super) async fn insert<'e>(
+            db: impl sqlx::Executor<'e, Database = $db>,
             grant: &$crate::store::NewGrant,
         ) -> std::result::Result<$crate::store::Grant, sqlx::Error> {
             let row = sqlx::query($crate::store::sql::insert!($now))
@@ -47,7 +47,7 @@ macro_rules! shared {
                         .map(|c| c.bearer_id.as_str()),
                 )
                 .bind(grant.payload_credential.as_ref().map(|c| c.name.as_str()))
-                .fetch_one(pool)
+                .fetch_one(db)
                 .await?;
             $grant(&row)
         }

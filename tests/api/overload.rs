@@ -7,8 +7,8 @@ use tessera::pb::{self, token_authority_client::TokenAuthorityClient};
 use tonic::Code;
 
 use crate::support::{
-    Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, claim, keyed, lock_run,
-    mint_req, wait_for_lock_waiters,
+    Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, check, claim, keyed,
+    lock_run, mint_req, wait_for_lock_waiters,
 };
 
 /// Two claims held in flight by a row lock fill `--max-in-flight 2`; the
@@ -210,4 +210,63 @@ async fn the_client_share_spans_grpc_and_http() {
     assert_eq!(introspect("reader").await.status, 200);
     held.release().await;
     assert_eq!(introspect("minter").await.status, 200);
+}
+
+/// Under load a batch passes its connection to the next batch instead of
+/// handing it back to the pool (which would test it with a round trip);
+/// once the calls stop, every connection goes back: after a burst of
+/// concurrent mints, validates and claims, each answered right, none stays
+/// in use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_give_their_connections_back_once_calls_stop() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let idle = in_use(&app).await;
+    let mints: Vec<_> = (0..32)
+        .map(|_| {
+            let mut client = app.client();
+            let request = app.req("minter", mint_req("u"));
+            tokio::spawn(async move { client.mint(request).await.unwrap().into_inner().token })
+        })
+        .collect();
+    let mut tokens = Vec::new();
+    for mint in mints {
+        tokens.push(mint.await.unwrap());
+    }
+    let calls: Vec<_> = (0..400)
+        .map(|i| {
+            let token = &tokens[i % tokens.len()];
+            let mut client = app.client();
+            let (validate, use_one) = (
+                app.req("proxy", check(token)),
+                app.req("proxy", claim(token)),
+            );
+            tokio::spawn(async move {
+                let valid = client.validate(validate).await.unwrap().into_inner().valid;
+                valid && client.claim(use_one).await.unwrap().into_inner().claimed
+            })
+        })
+        .collect();
+    for call in calls {
+        assert!(call.await.unwrap(), "validated and claimed");
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while in_use(&app).await > idle {
+        assert!(
+            Instant::now() < deadline,
+            "connections still in use after the calls stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The pool's connections in use, as /metrics says (the cache's listener
+/// holds one for as long as the server runs).
+async fn in_use(app: &TestApp) -> u32 {
+    use crate::support::http::{Version, get, send};
+    let scrape = get("/metrics", Some(app.keys.key("scraper")));
+    let metrics = send(app.http_addr, None, Version::H1, scrape).await.text();
+    let gauge = r#"tessera_db_pool_connections{state="in_use"} "#;
+    let value = metrics.lines().find_map(|line| line.strip_prefix(gauge));
+    value.expect("the pool gauge is exported").parse().unwrap()
 }

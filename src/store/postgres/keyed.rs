@@ -15,7 +15,7 @@ use tracing::warn;
 use super::{PgStore, grant_from_row, replayed_from_row};
 use crate::store::{
     Grant, Keyed, Result, StoreError,
-    batch::{self, Answer},
+    batch::{self, Answer, Conn},
     sql,
 };
 
@@ -62,7 +62,10 @@ impl PgStore {
 /// timeout, or a racing claim that recorded one of the keys first) rolled
 /// back, so its claims run alone too; a broken connection may have
 /// committed, so its claims are UNAVAILABLE and nothing is run again.
-pub(super) async fn consume_many(pool: PgPool, claims: Vec<Claim>) -> Vec<Answer<Taken>> {
+pub(super) async fn consume_many(
+    mut conn: Conn,
+    claims: Vec<Claim>,
+) -> (Vec<Answer<Taken>>, Option<Conn>) {
     let mut named = HashSet::with_capacity(claims.len());
     let sent: Vec<&Claim> = claims
         .iter()
@@ -76,20 +79,18 @@ pub(super) async fn consume_many(pool: PgPool, claims: Vec<Claim>) -> Vec<Answer
                 .collect::<Vec<_>>(),
         )
         .bind(sent.iter().map(|c| &c.key_hash[..]).collect::<Vec<_>>())
-        .fetch_all(&pool)
+        .fetch_all(&mut *conn)
         .await;
     let rows = match rows {
         Ok(rows) => rows,
         Err(sqlx::Error::Database(err)) => {
             warn!(error = %err, claims = claims.len(), "a batch of keyed claims was refused; each runs alone");
-            return claims.iter().map(|_| Answer::Alone).collect();
+            return (claims.iter().map(|_| Answer::Alone).collect(), None);
         }
         Err(err) => {
             warn!(error = %err, claims = claims.len(), "a batch of keyed claims failed");
-            return claims
-                .iter()
-                .map(|_| Answer::Failed(batch::lost()))
-                .collect();
+            let lost = claims.iter().map(|_| Answer::Failed(batch::lost()));
+            return (lost.collect(), None);
         }
     };
     // By grant: each was sent once. A row that does not read leaves its
@@ -107,7 +108,7 @@ pub(super) async fn consume_many(pool: PgPool, claims: Vec<Claim>) -> Vec<Answer
             taken.insert(grant_id, use_taken);
         }
     }
-    claims
+    let answers = claims
         .iter()
         .map(|claim| match taken.remove(&claim.grant_id) {
             // The first claim of its grant: the one sent.
@@ -118,7 +119,8 @@ pub(super) async fn consume_many(pool: PgPool, claims: Vec<Claim>) -> Vec<Answer
             }
             _ => Answer::Alone,
         })
-        .collect()
+        .collect();
+    (answers, Some(conn))
 }
 
 /// One statement ([`sql::consume_keyed!`]); only when a racing claim with
