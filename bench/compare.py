@@ -142,19 +142,33 @@ def run_pgbench(url, script, clients, duration):
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as f:
         f.write(script)
     try:
-        done = subprocess.run(
+        bench = subprocess.Popen(
             ["pgbench", "-n", "-M", "prepared", "-f", f.name, "-c", str(clients), "-j", "2",
              "-T", str(duration), url],
-            capture_output=True, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+        # PostgreSQL's CPU while pgbench runs, sampled while its backends
+        # live (they take their CPU time with them when they exit).
+        samples = []
+        while bench.poll() is None:
+            samples.append((time.time(), cpu_seconds(postgres_pids())))
+            time.sleep(0.25)
+        out, err = bench.communicate()
     finally:
         os.unlink(f.name)
-    if done.returncode != 0:
-        raise RuntimeError(f"pgbench failed:\n{done.stderr[-2000:]}")
-    out = done.stdout
+    if bench.returncode != 0:
+        raise RuntimeError(f"pgbench failed:\n{err[-2000:]}")
     tps = float(re.search(r"tps = ([\d.]+)", out).group(1))
     latency = float(re.search(r"latency average = ([\d.]+) ms", out).group(1))
-    return tps, latency
+    # Per pgbench transaction, beside Tessera's per call: what the database
+    # itself spends on each side. The first second (connecting) and the
+    # last sample (backends exiting) are left out.
+    inside = samples[4:-1]
+    pg_us = None
+    if len(inside) >= 2 and tps:
+        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        pg_us = round((c1 - c0) / (t1 - t0) * 1e6 / tps)
+    return tps, latency, pg_us
 
 
 def fill(url, hot, single, filler):
@@ -234,7 +248,7 @@ def main():
             clients = 2 if op == "validate-2" else args.clients
             count = single if kind == "single" else args.hot
             script = pgbench_script(statements[tessera_op], kind, count)
-            tps, pg_latency = run_pgbench(url, script, clients, args.duration)
+            tps, pg_latency, pg_us = run_pgbench(url, script, clients, args.duration)
             grants = single if op in ("claim-single", "validate-fresh") else args.hot
 
             bench = subprocess.Popen(
@@ -266,6 +280,7 @@ def main():
             rps = report["rps"]
             results.append({
                 "op": op, "clients": clients, "pgbench_tps": round(tps), "pgbench_latency_ms": pg_latency,
+                "pgbench_postgres_cpu_us_per_call": pg_us,
                 "tessera_rps": round(rps), "ratio": round(rps / tps, 2) if tps else None,
                 "tessera_p50_us": report["latency_us"]["p50"], "tessera_p99_us": report["latency_us"]["p99"],
                 "errors": report["errors"], "outcomes": report["outcomes"],
@@ -279,12 +294,13 @@ def main():
         print(f"\ngrants table: {rows} rows, {table_bytes / 2**20:.0f} MiB with indexes, "
               f"{table_bytes / rows:.0f} bytes per grant; {args.clients} clients, {args.duration} s each\n")
         print(f"{'op':<17} {'in flight':>9} {'pgbench tps':>11} {'tessera rps':>11} {'ratio':>6} {'p50 us':>7} "
-              f"{'p99 us':>7}  cores server/bench/pg  CPU us/call server/pg")
+              f"{'p99 us':>7}  cores server/bench/pg  CPU us/call server/pg (pgbench's pg)")
         for r in results:
             s, b, p = r["cpu_cores_server_bench_postgres"]
             cs, cp = r["cpu_us_per_call_server_postgres"]
             print(f"{r['op']:<17} {r['clients']:>9} {r['pgbench_tps']:>11} {r['tessera_rps']:>11} {r['ratio']:>6} "
-                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p:<14} {cs}/{cp}"
+                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p:<14} {cs}/{cp} "
+                  f"({r['pgbench_postgres_cpu_us_per_call']})"
                   + (f"  errors {r['errors']}" if r["errors"] else ""))
             print(f"{'':<17} outcomes: {r['outcomes']}")
         print(f"server peak RSS {max(r['server_peak_rss_mib'] for r in results)} MiB")
