@@ -50,10 +50,10 @@ pub enum Event<'a> {
         grant_id: &'a str,
         run_id: &'a str,
         token_mac: &'a TokenMac,
-        /// The grant's replays so far; `None` if it is gone or counting failed.
+        /// The grant's replays so far; `None` if it is gone or was not counted.
         replays: Option<u64>,
-        /// Why counting failed.
-        error: Option<&'a StoreError>,
+        /// Why it was not counted.
+        error: Option<Uncounted<'a>>,
     },
     /// Grants revoked, and with them their descendants.
     Revoke {
@@ -118,6 +118,25 @@ pub enum Event<'a> {
 }
 
 /// How a claim that succeeded got its use.
+/// Why a replay is not in its grant's count.
+#[derive(Debug, Clone, Copy)]
+pub enum Uncounted<'a> {
+    /// The statement failed.
+    Failed(&'a StoreError),
+    /// So many replays wait to be counted that this one was not queued:
+    /// a client replaying tokens in a loop does not take the pool.
+    Backlog,
+}
+
+impl std::fmt::Display for Uncounted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(err) => err.fmt(f),
+            Self::Backlog => f.write_str("too many replays waiting to be counted"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClaimOutcome {
     /// This call took a use.

@@ -26,7 +26,7 @@ use crate::token::{Token, os_random};
 mod event;
 mod write;
 
-pub use event::{AuthFailure, ClaimOutcome, Event, Operation, RevokeCause};
+pub use event::{AuthFailure, ClaimOutcome, Event, Operation, RevokeCause, Uncounted};
 
 /// Log target of every audit event.
 pub const TARGET: &str = "tessera::audit";

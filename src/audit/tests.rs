@@ -6,6 +6,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::audit::Uncounted;
 use crate::{
     rules::{Denial, Hidden},
     store::{Grant, RevokeReason, RevokeTarget, StoreError},
@@ -125,13 +126,25 @@ fn a_replay_is_a_warning() {
         run_id: "r1",
         token_mac: &mac,
         replays: None,
-        error: Some(&err),
+        error: Some(Uncounted::Failed(&err)),
     };
     let line = line(event);
     assert_eq!(line["level"], "WARN");
     assert_eq!(line["event"], "replay");
     assert_eq!(line["error"], "database error");
     assert!(line.get("replays").is_none());
+
+    let event = Event::Replay {
+        client: "c",
+        grant_id: "g1",
+        run_id: "r1",
+        token_mac: &mac,
+        replays: None,
+        error: Some(Uncounted::Backlog),
+    };
+    let uncounted = self::line(event);
+    assert_eq!(uncounted["event"], "replay");
+    assert_eq!(uncounted["error"], "too many replays waiting to be counted");
 }
 
 #[test]

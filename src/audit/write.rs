@@ -81,7 +81,7 @@ impl Event<'_> {
                 token_mac = token_mac.as_str(),
                 run_id,
                 replays,
-                error = error.map(tracing::field::display),
+                error = error.as_ref().map(tracing::field::display),
             }, "a consumed or revoked token was presented again"),
             Event::Revoke {
                 client,

@@ -50,6 +50,8 @@ pub struct Authority<S> {
     audit: Audit,
     /// Validate's uses, until [`Self::record_usage`] writes them.
     usage: Usage,
+    /// Bounds on the work replays leave behind them.
+    replays: replay::Replays,
     metrics: Arc<Metrics>,
     /// Where a claim reads the credential a grant names; `None`: grants
     /// cannot name one.
@@ -63,6 +65,7 @@ impl<S: Store> Authority<S> {
             policy,
             audit,
             usage: Usage::default(),
+            replays: replay::Replays::default(),
             metrics,
             secrets: None,
         }

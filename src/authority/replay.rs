@@ -6,29 +6,79 @@
 //! tasks of their own, after the reply: the refusal does not wait for it,
 //! nor show, by its timing, that it happened.
 
+use std::{
+    collections::{HashMap, hash_map::Entry},
+    sync::{Arc, Mutex},
+};
+
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use super::{Authority, operators};
 use crate::{
-    audit::{Event, RevokeCause, TokenMac},
+    audit::{Event, RevokeCause, TokenMac, Uncounted},
     store::{Grant, RevokeReason, RevokeTarget, Store},
 };
+
+/// Replay statements running at once: the rest of the pool stays to calls.
+const COUNTING: usize = 2;
+/// Replays waiting to be counted, at most. A client presenting spent
+/// tokens in a loop gets its refusals at once, but its replays wait behind
+/// each other, not before every other client's calls; beyond this many the
+/// replay is still logged and in `tessera_replays_total`, not in its row.
+const BACKLOG: usize = 256;
+
+/// What bounds the work replays start after their reply.
+pub(super) struct Replays {
+    counting: Arc<Semaphore>,
+    backlog: Arc<Semaphore>,
+    /// Runs (issuer, run id) being revoked, and whether a replay came
+    /// since that revocation started: then it runs once more when done, so
+    /// every replay is followed by a whole revocation of its run, and a run
+    /// replayed in a loop has at most one running.
+    revoking: Arc<Mutex<HashMap<(String, String), bool>>>,
+}
+
+impl Default for Replays {
+    fn default() -> Self {
+        Self {
+            counting: Arc::new(Semaphore::new(COUNTING)),
+            backlog: Arc::new(Semaphore::new(BACKLOG)),
+            revoking: Arc::default(),
+        }
+    }
+}
 
 impl<S: Store> Authority<S> {
     /// Counts the replay of `grant` by `client`, then logs it.
     pub(super) fn replayed(&self, client: &str, grant: Grant, token_mac: TokenMac) {
         self.metrics.replayed();
-        let store = self.store.clone();
-        let (client, grant_id, run_id) = (
-            client.to_owned(),
-            grant.grant_id.clone(),
-            grant.run_id.clone(),
-        );
+        if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
+            self.revoke_run_on_replay(&grant);
+        }
+        let (client, grant_id, run_id) = (client.to_owned(), grant.grant_id, grant.run_id);
+        let Ok(queued) = self.replays.backlog.clone().try_acquire_owned() else {
+            Event::Replay {
+                client: &client,
+                grant_id: &grant_id,
+                run_id: &run_id,
+                token_mac: &token_mac,
+                replays: None,
+                error: Some(Uncounted::Backlog),
+            }
+            .write();
+            return;
+        };
+        let (store, counting) = (self.store.clone(), self.replays.counting.clone());
         tokio::spawn(async move {
+            let Ok(_running) = counting.acquire().await else {
+                return;
+            };
+            drop(queued);
             let counted = store.count_replay(&grant_id).await;
             let (replays, error) = match &counted {
                 Ok(replays) => (*replays, None),
-                Err(err) => (None, Some(err)),
+                Err(err) => (None, Some(Uncounted::Failed(err))),
             };
             Event::Replay {
                 client: &client,
@@ -40,24 +90,50 @@ impl<S: Store> Authority<S> {
             }
             .write();
         });
-        if grant.revoke_run_on_replay && !grant.run_id.is_empty() {
-            self.revoke_run_on_replay(grant);
-        }
     }
 
     /// The run of a replayed grant is presumed compromised: every live grant
-    /// its issuer holds in that run is revoked, by a task of its own.
-    fn revoke_run_on_replay(&self, grant: Grant) {
-        let store = self.store.clone();
+    /// its issuer holds in that run is revoked, by a task of its own, unless
+    /// a revocation of that run is under way already.
+    fn revoke_run_on_replay(&self, grant: &Grant) {
+        let run = (grant.issued_by.clone(), grant.run_id.clone());
+        let revoking = self.replays.revoking.clone();
+        match lock(&revoking).entry(run.clone()) {
+            Entry::Occupied(mut running) => {
+                *running.get_mut() = true;
+                return;
+            }
+            Entry::Vacant(idle) => {
+                idle.insert(false);
+            }
+        }
+        let (store, grant_id) = (self.store.clone(), grant.grant_id.clone());
         tokio::spawn(async move {
-            let run = RevokeTarget::RunId(grant.run_id);
-            let reason = RevokeReason::Compromised;
-            let by = grant.issued_by.as_str();
-            let why = (by, RevokeCause::Replay);
-            let revoked = operators::revoke_where(&store, &run, Some(by), reason, why);
-            if let Err(err) = revoked.await {
-                warn!(error = %err, grant_id = %grant.grant_id, "revoking a replayed run failed");
+            let (by, run_id) = &run;
+            let target = RevokeTarget::RunId(run_id.clone());
+            loop {
+                let reason = RevokeReason::Compromised;
+                let why = (by.as_str(), RevokeCause::Replay);
+                let revoked = operators::revoke_where(&store, &target, Some(by), reason, why);
+                if let Err(err) = revoked.await {
+                    warn!(error = %err, grant_id = %grant_id, "revoking a replayed run failed");
+                }
+                let mut runs = lock(&revoking);
+                match runs.get_mut(&run) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        runs.remove(&run);
+                        return;
+                    }
+                }
             }
         });
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding it; a poisoned one is still sound.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -7,8 +7,8 @@ use tessera::pb::{self, token_authority_client::TokenAuthorityClient};
 use tonic::Code;
 
 use crate::support::{
-    Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, check, claim, keyed,
-    lock_run, mint_req, wait_for_lock_waiters,
+    Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, check, claim,
+    eventually, keyed, lock_run, mint_req, wait_for_lock_waiters,
 };
 
 /// Two claims held in flight by a row lock fill `--max-in-flight 2`; the
@@ -220,7 +220,7 @@ async fn the_client_share_spans_grpc_and_http() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_give_their_connections_back_once_calls_stop() {
     let app = TestApp::spawn(Backend::Postgres).await;
-    let idle = in_use(&app).await;
+    let idle = metric(&app, IN_USE).await;
     let mints: Vec<_> = (0..32)
         .map(|_| {
             let mut client = app.client();
@@ -251,7 +251,7 @@ async fn batches_give_their_connections_back_once_calls_stop() {
     }
 
     let deadline = Instant::now() + Duration::from_secs(3);
-    while in_use(&app).await > idle {
+    while metric(&app, IN_USE).await > idle {
         assert!(
             Instant::now() < deadline,
             "connections still in use after the calls stopped"
@@ -260,13 +260,66 @@ async fn batches_give_their_connections_back_once_calls_stop() {
     }
 }
 
-/// The pool's connections in use, as /metrics says (the cache's listener
-/// holds one for as long as the server runs).
-async fn in_use(app: &TestApp) -> u32 {
+/// A client presenting a spent token in a loop gets each refusal at once
+/// and does not take the pool: two replays are counted at a time and a
+/// bounded number (256) wait. With the grant's row locked, so that counting
+/// hangs, another client still mints and validates; every replay is in the
+/// metric; once the lock goes, the row holds the replays that were queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_in_a_loop_do_not_take_the_pool() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let spent = pb::MintRequest {
+        run_id: "looped".into(),
+        max_uses: 1,
+        ..mint_req("u")
+    };
+    let token = app.mint("minter", spent).await.unwrap().token;
+    assert!(app.claim("proxy", claim(&token)).await.unwrap().claimed);
+    let lock = lock_run(&app.db, "looped").await;
+    let replays = 300;
+    for _ in 0..replays {
+        assert!(!app.claim("proxy", claim(&token)).await.unwrap().claimed);
+    }
+
+    let other = app.mint("other", mint_req("v")).await;
+    let other = other.unwrap_or_else(|_| panic!("another client mints"));
+    assert!(
+        app.validate("other", check(&other.token))
+            .await
+            .unwrap()
+            .valid
+    );
+    assert_eq!(metric(&app, "tessera_replays_total ").await, replays);
+
+    lock.tx.rollback().await.unwrap();
+    let counted = async || {
+        let row: (i64,) = sqlx::query_as("SELECT replays FROM grants WHERE run_id = 'looped'")
+            .fetch_one(&sqlx::PgPool::connect(app.db.url()).await.unwrap())
+            .await
+            .unwrap();
+        row.0
+    };
+    // Two counting, 256 waiting: the rest were refused a place.
+    eventually("the queued replays counted", async || {
+        counted().await >= 256
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        (256..=258).contains(&counted().await),
+        "{}",
+        counted().await
+    );
+}
+
+const IN_USE: &str = r#"tessera_db_pool_connections{state="in_use"} "#;
+
+/// A metric's value, as /metrics says (the pool's connections in use
+/// include the one the cache's listener holds while the server runs).
+async fn metric(app: &TestApp, prefix: &str) -> u64 {
     use crate::support::http::{Version, get, send};
     let scrape = get("/metrics", Some(app.keys.key("scraper")));
     let metrics = send(app.http_addr, None, Version::H1, scrape).await.text();
-    let gauge = r#"tessera_db_pool_connections{state="in_use"} "#;
-    let value = metrics.lines().find_map(|line| line.strip_prefix(gauge));
-    value.expect("the pool gauge is exported").parse().unwrap()
+    let value = metrics.lines().find_map(|line| line.strip_prefix(prefix));
+    value.expect("the metric is exported").parse().unwrap()
 }
