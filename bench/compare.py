@@ -193,7 +193,7 @@ def main():
     parser.add_argument("--hot", type=int, default=10_000, help="rows the load touches (Tessera pre-mints as many)")
     parser.add_argument("--single", type=int, default=0,
                         help="single-use rows for claim-single and fresh grants for validate-fresh, on each "
-                             "side (default: enough for 6000 calls a second)")
+                             "side (default: enough for 12000 calls a second)")
     parser.add_argument("--clients", type=int, default=64, help="pgbench clients = Tessera calls in flight")
     parser.add_argument("--connections", type=int, default=4, help="Tessera bench HTTP/2 connections")
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
@@ -209,7 +209,7 @@ def main():
     unknown = [op for op in ops if op not in OPS]
     if unknown:
         parser.error(f"unknown ops {unknown}: choose from {', '.join(OPS)}")
-    single = args.single or 6000 * (args.duration + args.warmup)
+    single = args.single or 12000 * (args.duration + args.warmup)
 
     tessera = args.tessera or TESSERA
     # The load generator is built beside the server.
