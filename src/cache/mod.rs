@@ -214,16 +214,16 @@ impl GrantCache {
         self.state().forget(hash);
     }
 
-    /// Forgets one grant by id (a claim, a rotation), and every fetch
-    /// under way: their grants are not known yet, and one of them may be
-    /// reading this grant as it was before the change.
+    /// Forgets one grant by id (a claim, a rotation). A grant not held may
+    /// still be read by a fetch under way, whose token is not known here:
+    /// then every fetch under way is forgotten.
     pub fn invalidate_grant(&self, grant_id: &str) {
         self.counters.invalidations.inc();
         let mut state = self.state();
-        if let Some(hash) = state.ids.get(grant_id).copied() {
-            state.forget(&hash);
+        match state.ids.get(grant_id).copied() {
+            Some(hash) => state.forget(&hash),
+            None => state.pending.clear(),
         }
-        state.pending.clear();
     }
 
     /// Forgets every grant `matches` selects (a revoke by run or subject),

@@ -146,3 +146,33 @@ fn invalidation_and_capacity() {
             .is_err()
     );
 }
+
+/// A claim or a rotation names the grant, not its token: a held grant is
+/// forgotten by id and other fetches under way are kept; a grant not held
+/// may be what a fetch under way is reading, so every such fetch is dropped.
+#[test]
+fn a_grant_is_forgotten_by_id() {
+    let cache = live_cache(Duration::from_secs(60), 10);
+    let (held, fetching) = (Token::generate().hash(), Token::generate().hash());
+    load(&cache, held, &lookup(i64::MAX, 0));
+    let ticket = cache.get(&fetching).err().flatten().expect("a ticket");
+
+    cache.invalidate_grant("grt_x");
+    assert!(cache.get(&held).is_err(), "the held grant is forgotten");
+    let mut read = lookup(i64::MAX, 0);
+    read.grant.grant_id = "grt_y".into();
+    cache.fill(fetching, Some(&read), ticket);
+    assert!(
+        matches!(cache.get(&fetching), Ok(Some(_))),
+        "the other fetch is kept"
+    );
+
+    let other = Token::generate().hash();
+    let ticket = cache.get(&other).err().flatten().expect("a ticket");
+    cache.invalidate_grant("grt_not_held");
+    cache.fill(other, Some(&read), ticket);
+    assert!(
+        cache.get(&other).is_err(),
+        "a fetch that may have raced is dropped"
+    );
+}
