@@ -4,9 +4,10 @@
 //! new token, the old token honoured for an overlap so that nothing in
 //! flight breaks. A delegation hands a sub-agent a token that can do no
 //! more than its parent: every limit is checked here against the parent as
-//! found, and the statement that inserts the child re-checks that the
-//! parent is live and caps its expiry, so nothing it grants outlives or
-//! outranks the parent.
+//! found, and the store re-checks that the parent is live, takes the
+//! child's uses from it and caps the child's life at the parent's expiry
+//! or scheduled revocation, so nothing it grants outlives or outranks the
+//! parent, and a family never takes more uses than its root allows.
 
 use std::time::Duration;
 
@@ -47,6 +48,16 @@ impl<S: Store> Authority<S> {
         let grant = grant
             .filter(|g| scope.is_none_or(|me| g.issued_by == me))
             .ok_or(Error::NotFound)?;
+        // A rotation hands its caller a token; for a grant whose claim
+        // reveals a stored secret that would be the secret itself, which
+        // only the credential's owner may hand out (`admin` is not a way
+        // around the `credentials` role).
+        if grant.payload_credential.is_some() && grant.issued_by != caller.id {
+            return Err(Error::Forbidden(
+                "the grant names a stored credential: only the client that minted it may rotate it"
+                    .into(),
+            ));
+        }
         let sealed = self
             .store
             .payload(&grant.grant_id)
@@ -202,7 +213,12 @@ fn narrow(parent: &Grant, now: Micros, spec: &DelegateSpec, max_ttl: Duration) -
         }
         spec.audience.clone()
     };
-    let remaining_life = parent.expires_at - now;
+    // A rotated parent is revoked at the end of its overlap: its life ends
+    // there, not at its expiry.
+    let ends_at = parent
+        .revoked_at
+        .map_or(parent.expires_at, |at| at.min(parent.expires_at));
+    let remaining_life = ends_at - now;
     let ttl = match spec.ttl {
         None => remaining_life,
         Some(ttl) if ttl > max_ttl || micros(ttl) > remaining_life => {
@@ -235,6 +251,19 @@ fn narrow(parent: &Grant, now: Micros, spec: &DelegateSpec, max_ttl: Duration) -
             }
         }
     };
+    // A child's labels add keys; the parent's are what it is (a tenant, a
+    // project) and a sub-agent cannot relabel itself out of them.
+    if let Some((key, _)) = spec
+        .labels
+        .iter()
+        .find(|(key, value)| parent.labels.get(*key).is_some_and(|own| own != *value))
+    {
+        return Err(InvalidInput::new(
+            "labels",
+            format!("{key:?} is set by the parent token and cannot be changed"),
+        )
+        .into());
+    }
     let mut labels = parent.labels.clone();
     labels.extend(spec.labels.clone());
     if labels.len() > MAX_LABELS {

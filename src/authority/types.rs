@@ -174,6 +174,9 @@ pub enum Error {
     /// The request is well formed but the grant's state refuses it.
     #[error("{0}")]
     Precondition(String),
+    /// The caller's roles allow the call, but not on this grant.
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -199,8 +202,11 @@ impl Error {
             }
             // Logged where it is mapped, by the Credentials service's own mapping.
             Error::Credential(_) => {}
-            Error::Invalid(_) | Error::NotFound | Error::ParentUnknown | Error::Precondition(_) => {
-            }
+            Error::Invalid(_)
+            | Error::NotFound
+            | Error::ParentUnknown
+            | Error::Precondition(_)
+            | Error::Forbidden(_) => {}
         }
     }
 }

@@ -33,6 +33,7 @@ impl From<Error> for Status {
             Error::NotFound => Status::not_found("grant not found"),
             Error::ParentUnknown => Status::not_found(err.to_string()),
             Error::Precondition(why) => Status::failed_precondition(why),
+            Error::Forbidden(why) => Status::permission_denied(why),
             Error::Credential(err) => err.into(),
             Error::Store(StoreError::Unavailable(_)) => {
                 Status::unavailable("database unavailable, retry later")

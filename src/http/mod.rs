@@ -199,6 +199,7 @@ fn failure(err: Error) -> Response {
         Error::Precondition(why) => {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", Some(&why))
         }
+        Error::Forbidden(why) => oauth_error(StatusCode::FORBIDDEN, "access_denied", Some(&why)),
         // No OAuth endpoint reads a stored credential; a failure here is the service's.
         Error::Credential(err) => {
             err.log();

@@ -15,7 +15,7 @@ crate::store::lineage::lineage!(
     db: sqlx::Postgres,
     now: "tessera_now_us()",
     ids: "SELECT unnest($1::text[])",
-    lock: " FOR SHARE",
+    least: "LEAST",
     list: as_list,
     grant_from_row: grant_from_row,
 );

@@ -25,7 +25,7 @@ crate::store::lineage::lineage!(
     db: sqlx::Sqlite,
     now: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
     ids: "SELECT value FROM json_each($1)",
-    lock: "",
+    least: "MIN",
     list: as_list,
     grant_from_row: grant_from_row,
 );
