@@ -388,4 +388,41 @@ mod tests {
             (vec!["reader".to_owned()], 0)
         );
     }
+
+    #[test]
+    fn a_child_of_a_rotated_parent_lives_until_its_overlap_ends() {
+        let rotated = Grant {
+            revoked_at: Some(2_000_000),
+            ..parent()
+        };
+        let child = narrow(&rotated, 0, &spec(), DAY).unwrap();
+        assert_eq!(child.ttl, 2_000_000);
+        let longer = DelegateSpec {
+            ttl: Some(Duration::from_secs(3)),
+            ..spec()
+        };
+        let err = narrow(&rotated, 0, &longer, DAY).err().unwrap().to_string();
+        assert!(err.starts_with("ttl"), "{err}");
+    }
+
+    #[test]
+    fn a_child_adds_labels_and_never_changes_its_parents() {
+        let labelled = Grant {
+            labels: [("tenant".to_owned(), "acme".to_owned())].into(),
+            ..parent()
+        };
+        let ask = |key: &str, value: &str| DelegateSpec {
+            labels: [(key.to_owned(), value.to_owned())].into(),
+            ..spec()
+        };
+        let err = narrow(&labelled, 0, &ask("tenant", "evil-corp"), DAY)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.starts_with("labels") && err.contains("tenant"), "{err}");
+        for (key, value) in [("tenant", "acme"), ("agent", "sub-1")] {
+            let child = narrow(&labelled, 0, &ask(key, value), DAY).unwrap();
+            assert_eq!(child.labels["tenant"], "acme");
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod attacks;
 mod auth;
 mod cache;
@@ -11,6 +12,8 @@ mod credentials;
 mod credentials_race;
 mod credentials_store;
 mod exchange;
+mod family;
+mod family_race;
 mod faults;
 mod http;
 mod input;

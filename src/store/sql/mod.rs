@@ -226,13 +226,13 @@ macro_rules! targets {
 }
 
 /// Revokes, from now + `$3` with reason `$2`, every live descendant of the
-/// grants `$ids` lists (the dialect's rows of `$1`) and of their
-/// predecessors: a successor answers for what was delegated from the
-/// grants it replaced. Children of a rotated grant keep the parent id of
-/// the grant they were delegated from, so following `parent_grant_id` down
-/// reaches every rotation inside the tree too. A revocation already set
-/// for earlier is kept: a cascade never lengthens a life. Returns their
-/// hashes.
+/// grants `$ids` lists (the dialect's rows of `$1`), and their
+/// predecessors still in their overlap with every descendant of those: a
+/// successor stands for the grants it replaced and what was delegated from
+/// them. A rotated child keeps its parent's id, so following
+/// `parent_grant_id` down reaches every rotation inside the tree too. A
+/// revocation already set for earlier is kept: a cascade never lengthens a
+/// life. Returns their hashes.
 macro_rules! revoke_descendants {
     ($now:literal, $ids:literal) => {
         concat!(
@@ -245,7 +245,8 @@ macro_rules! revoke_descendants {
              UNION SELECT g.grant_id FROM grants g JOIN tree ON g.parent_grant_id = tree.id) \
              UPDATE grants SET revoked_at = ",
             $now,
-            " + $3, revoke_reason = $2 WHERE grant_id IN (SELECT id FROM tree) \
+            " + $3, revoke_reason = $2 \
+             WHERE grant_id IN (SELECT id FROM tree UNION SELECT id FROM chain) \
              AND (revoked_at IS NULL OR revoked_at > ",
             $now,
             " + $3) AND expires_at > ",
@@ -278,8 +279,24 @@ macro_rules! rotate_out {
 macro_rules! capped {
     ($least:literal, $parent:literal, $now:literal, $ttl:literal) => {
         concat!(
-            $least, "(", $now, " + ", $ttl, ", COALESCE(", $parent, ".expires_at, ", $now, " + ",
-            $ttl, "), COALESCE(", $parent, ".revoked_at, ", $now, " + ", $ttl, "))"
+            $least,
+            "(",
+            $now,
+            " + ",
+            $ttl,
+            ", COALESCE(",
+            $parent,
+            ".expires_at, ",
+            $now,
+            " + ",
+            $ttl,
+            "), COALESCE(",
+            $parent,
+            ".revoked_at, ",
+            $now,
+            " + ",
+            $ttl,
+            "))"
         )
     };
 }
@@ -418,8 +435,8 @@ pub(crate) use keyed::{
     consume_keyed, consume_keyed_many, find_keyed, prior_claim, record_key, reserve_key,
 };
 pub(crate) use {
-    capped, consume, consume_many, count_live, count_replay, delegate, escrow, find, find_many, get,
-    grant_columns, insert, insert_many, live, payload, revoke, revoke_descendants, rotate_in,
+    capped, consume, consume_many, count_live, count_replay, delegate, escrow, find, find_many,
+    get, grant_columns, insert, insert_many, live, payload, revoke, revoke_descendants, rotate_in,
     rotate_out, row_readers, spend_rest, sweep, targets, touch,
 };
 

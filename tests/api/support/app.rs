@@ -32,6 +32,8 @@ pub const CLIENTS: &[(&str, &[&str])] = &[
     ("proxy", &["validate", "claim"]),
     ("reader", &["validate"]),
     ("ops", &["admin"]),
+    // An operator who may also mint and claim, but holds no credentials.
+    ("root", &["admin", "mint", "claim"]),
     ("scraper", &["metrics"]),
 ];
 

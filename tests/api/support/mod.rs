@@ -19,12 +19,17 @@ pub use process::*;
 
 /// Waits until `done` holds, for at most 5 s: for effects that follow a
 /// reply rather than precede it.
-pub async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+pub async fn eventually(what: &str, done: impl AsyncFnMut() -> bool) {
+    eventually_within(what, Duration::from_secs(5), done).await
+}
+
+/// [`eventually`] with a bound of its own.
+pub async fn eventually_within(what: &str, bound: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + bound;
     while !done().await {
         assert!(
             std::time::Instant::now() < deadline,
-            "{what}: not within 5 s"
+            "{what}: not within {bound:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
