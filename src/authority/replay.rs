@@ -3,12 +3,16 @@
 //! the grant's, across replicas and restarts) and raises an
 //! `event = "replay"` warning with that count; a grant minted with
 //! `revoke_run_on_replay` has its whole run revoked. All of it happens on
-//! tasks of their own, after the reply: the refusal does not wait for it,
-//! nor show, by its timing, that it happened.
+//! tasks of their own, after the reply: the refusal does not wait for it.
+//! Nor does the count follow the reply: it is written at the next whole
+//! second of the clock, so the database work a replay causes lands on
+//! whatever calls run then, not on the replayer's next one, and a client in
+//! the audience cannot time "revoked or used up" apart from "unknown".
 
 use std::{
     collections::{HashMap, hash_map::Entry},
     sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use tokio::sync::Semaphore;
@@ -71,6 +75,7 @@ impl<S: Store> Authority<S> {
         };
         let (store, counting) = (self.store.clone(), self.replays.counting.clone());
         tokio::spawn(async move {
+            tokio::time::sleep(until_next_second()).await;
             let Ok(_running) = counting.acquire().await else {
                 return;
             };
@@ -129,6 +134,14 @@ impl<S: Store> Authority<S> {
             }
         });
     }
+}
+
+/// How long until the clock's next whole second.
+fn until_next_second() -> Duration {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
