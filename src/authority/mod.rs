@@ -26,6 +26,7 @@ mod replay;
 mod types;
 
 pub use crate::rules::Denial;
+pub use replay::REPLAY_BACKLOG;
 pub use types::{
     Check, Claimed, DelegateSpec, Error, MintSpec, Page, Policy, Result, RotateTarget, Target,
     Validated,

@@ -30,7 +30,10 @@ const COUNTING: usize = 2;
 /// tokens in a loop gets its refusals at once, but its replays wait behind
 /// each other, not before every other client's calls; beyond this many the
 /// replay is still logged and in `tessera_replays_total`, not in its row.
-const BACKLOG: usize = 256;
+/// A second's worth of replays waits for the next whole second, so this
+/// holds more than counting gets through in one (a waiting replay is a
+/// sleeping task of a few hundred bytes).
+pub const REPLAY_BACKLOG: usize = 4096;
 
 /// What bounds the work replays start after their reply.
 pub(super) struct Replays {
@@ -47,7 +50,7 @@ impl Default for Replays {
     fn default() -> Self {
         Self {
             counting: Arc::new(Semaphore::new(COUNTING)),
-            backlog: Arc::new(Semaphore::new(BACKLOG)),
+            backlog: Arc::new(Semaphore::new(REPLAY_BACKLOG)),
             revoking: Arc::default(),
         }
     }

@@ -8,7 +8,7 @@ use tonic::Code;
 
 use crate::support::{
     Backend, HeldClaims, Keys, Options, Process, TestApp, TestDb, channel, check, claim,
-    eventually, keyed, lock_run, mint_req, wait_for_lock_waiters,
+    eventually_within, keyed, lock_run, mint_req, wait_for_lock_waiters,
 };
 
 /// Two claims held in flight by a row lock fill `--max-in-flight 2`; the
@@ -262,7 +262,7 @@ async fn batches_give_their_connections_back_once_calls_stop() {
 
 /// A client presenting a spent token in a loop gets each refusal at once
 /// and does not take the pool: two replays are counted at a time and a
-/// bounded number (256) wait. With the grant's row locked, so that counting
+/// bounded number (`REPLAY_BACKLOG`) wait. With the grant's row locked, so that counting
 /// hangs, another client still mints and validates; every replay is in the
 /// metric; once the lock goes, the row holds the replays that were queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +276,8 @@ async fn replays_in_a_loop_do_not_take_the_pool() {
     let token = app.mint("minter", spent).await.unwrap().token;
     assert!(app.claim("proxy", claim(&token)).await.unwrap().claimed);
     let lock = lock_run(&app.db, "looped").await;
-    let replays = 300;
+    const BACKLOG: u64 = tessera::authority::REPLAY_BACKLOG as u64;
+    let replays = BACKLOG + 44;
     for _ in 0..replays {
         assert!(!app.claim("proxy", claim(&token)).await.unwrap().claimed);
     }
@@ -299,14 +300,15 @@ async fn replays_in_a_loop_do_not_take_the_pool() {
             .unwrap();
         row.0
     };
-    // Two counting, 256 waiting: the rest were refused a place.
-    eventually("the queued replays counted", async || {
-        counted().await >= 256
+    // Two counting, the backlog waiting: the rest were refused a place.
+    let bound = Duration::from_secs(60);
+    eventually_within("the queued replays counted", bound, async || {
+        counted().await >= BACKLOG as i64
     })
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
-        (256..=258).contains(&counted().await),
+        (BACKLOG as i64..=BACKLOG as i64 + 2).contains(&counted().await),
         "{}",
         counted().await
     );
