@@ -37,6 +37,7 @@ retried), `secret.py` (Token, SecretBytes), `_channel.py` (URL, TLS, key and
 from ._channel import DEFAULT_URL
 from ._proto import authority_pb2 as pb
 from ._proto import credentials_pb2 as credentials_pb
+from .aio import AsyncClient
 from .client import Client
 from .errors import (
     AbortedError,
@@ -74,7 +75,7 @@ from .retry import RetryPolicy
 from .secret import SecretBytes, Token, TokenLike
 
 __all__ = [
-    "DEFAULT_URL", "pb", "credentials_pb", "Client",
+    "DEFAULT_URL", "pb", "credentials_pb", "Client", "AsyncClient",
     "AbortedError", "ConfigError", "ConnectError", "DeadlineExceededError", "FailedPreconditionError",
     "InvalidArgumentError", "NotFoundError", "OverloadedError", "PermissionDeniedError", "ProtocolError",
     "RpcError", "TesseraError", "UnauthenticatedError", "UnavailableError",

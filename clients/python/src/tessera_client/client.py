@@ -41,22 +41,13 @@ def positive(value: float, name: str) -> float:
     return float(value)
 
 
-class Client:
-    """A Tessera client: safe to share across threads; copies made by
-    `with_timeout` and `with_retry` share its one connection.
+Self = TypeVar("Self", bound="Settled")
 
-    `url` is `http://host:port`, or `https://host:port` for TLS (trusting
-    `ca_file` / `ca_pem`, else gRPC's own roots); a bare `host:port` means
-    http. `key` is the client key (`tsk_…`); none is needed by a Tessera in
-    dev mode. `client_cert` is `(certificate PEM, key PEM)` for mTLS;
-    `tls_domain` verifies Tessera's certificate for that name instead of the
-    URL's host.
 
-    Every call ends within `timeout` seconds (10 unless set), retries and
-    waits included, and is retried as `RetryPolicy` describes. The channel
-    connects on the first call (and again whenever the connection drops);
-    `wait_ready()` connects now.
-    """
+class Settled:
+    """What the sync and asyncio clients share: checked settings, the call
+    timeout and the retry policy, `from_env`, the copies and a `repr` that
+    names no secret."""
 
     def __init__(
         self,
@@ -75,22 +66,19 @@ class Client:
         )
         self._timeout = positive(timeout, "timeout")
         self._retry = retry
-        self._channel = self._open_channel()
-        self._stub = authority_pb2_grpc.TokenAuthorityStub(self._channel)
+        self._open()
 
-    def _open_channel(self) -> grpc.Channel:
-        settings = self._settings
-        if settings.tls is not None:
-            return grpc.secure_channel(settings.target, settings.tls, options=settings.options())
-        return grpc.insecure_channel(settings.target, options=settings.options())
+    def _open(self) -> None:
+        """Makes the channel (lazily connected) and the stub."""
+        raise NotImplementedError
 
     @classmethod
-    def from_env(cls, environ: Optional[Mapping[str, str]] = None, **settings: Any) -> Client:
-        """Connects as the environment says: `TESSERA_URL` (default
+    def from_env(cls: type[Self], environ: Optional[Mapping[str, str]] = None, **settings: Any) -> Self:
+        """A client as the environment says: `TESSERA_URL` (default
         `http://127.0.0.1:50051`), `TESSERA_KEY` (the client key, if any) and
         `TESSERA_CA` (a PEM file of the CA that signed Tessera's certificate,
-        for an https:// URL). Keyword arguments are passed on (`timeout=…`)
-        and win over the environment."""
+        for an https:// URL); empty is unset. Keyword arguments are passed on
+        (`timeout=…`) and win over the environment."""
         found = _channel.from_environ(os.environ if environ is None else environ)
         return cls(**{**found, **settings})
 
@@ -101,26 +89,53 @@ class Client:
 
     @property
     def timeout(self) -> float:
+        """The bound on each call, in seconds, retries included."""
         return self._timeout
 
     def __repr__(self) -> str:
         key = "<redacted>" if self._settings.key else None
-        return f"Client(url={self.url!r}, key={key}, timeout={self._timeout!r}, retry={self._retry!r})"
+        return f"{type(self).__name__}(url={self.url!r}, key={key}, timeout={self._timeout!r}, retry={self._retry!r})"
 
     __str__ = __repr__
 
-    def with_timeout(self, timeout: float) -> Client:
+    def with_timeout(self: Self, timeout: float) -> Self:
         """The same client (same connection), whose calls each end within
         `timeout` seconds, retries and waits between them included."""
         clone = copy.copy(self)
         clone._timeout = positive(timeout, "timeout")
         return clone
 
-    def with_retry(self, policy: RetryPolicy) -> Client:
+    def with_retry(self: Self, policy: RetryPolicy) -> Self:
         """The same client (same connection), retrying as `policy` says."""
         clone = copy.copy(self)
         clone._retry = policy
         return clone
+
+
+class Client(Settled):
+    """A Tessera client: safe to share across threads; copies made by
+    `with_timeout` and `with_retry` share its one connection.
+
+    `url` is `http://host:port`, or `https://host:port` for TLS (trusting
+    `ca_file` / `ca_pem`, else gRPC's own roots); a bare `host:port` means
+    http. `key` is the client key (`tsk_…`); none is needed by a Tessera in
+    dev mode. `client_cert` is `(certificate PEM, key PEM)` for mTLS;
+    `tls_domain` verifies Tessera's certificate for that name instead of the
+    URL's host.
+
+    Every call ends within `timeout` seconds (10 unless set), retries and
+    waits included, and is retried as `RetryPolicy` describes. The channel
+    connects on the first call (and again whenever the connection drops);
+    `wait_ready()` connects now.
+    """
+
+    def _open(self) -> None:
+        settings = self._settings
+        if settings.tls is not None:
+            self._channel = grpc.secure_channel(settings.target, settings.tls, options=settings.options())
+        else:
+            self._channel = grpc.insecure_channel(settings.target, options=settings.options())
+        self._stub = authority_pb2_grpc.TokenAuthorityStub(self._channel)
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Connects now; raises ConnectError if Tessera cannot be reached
@@ -146,7 +161,7 @@ class Client:
         """Issues a token (role `mint`). Retried only when it provably did
         nothing: a lost reply is an error, never a second token."""
         answer: pb.MintResponse = self._call(self._stub.Mint, mint.to_pb(), idempotent=False)
-        return Minted(token=Token(answer.token), grant=_grant(answer, "Mint"))
+        return Minted(token=Token(answer.token), grant=grant_of(answer, "Mint"))
 
     def validate(self, validate: Validate) -> Validation:
         """Checks a token without consuming it (role `validate`). A refusal is
@@ -173,31 +188,31 @@ class Client:
     def get_grant(self, grant_id: str) -> pb.Grant:
         """One grant by its id (NotFoundError if this client may not see it)."""
         answer = self._call(self._stub.GetGrant, pb.GetGrantRequest(grant_id=grant_id), idempotent=True)
-        return _grant(answer, "GetGrant")
+        return grant_of(answer, "GetGrant")
 
     def list_grants(self, query: ListGrants = ListGrants()) -> GrantPage:
         """One page of grants."""
         answer: pb.ListGrantsResponse = self._call(self._stub.ListGrants, query.to_pb(), idempotent=True)
-        return _page(answer)
+        return page_of(answer)
 
     def rotate(self, rotate: Rotate) -> Rotated:
         """Replaces a grant with a successor and a new token (role `mint`).
         Retried only when it provably did nothing: a grant rotates once, so a
         retry after a lost reply would fail and lose the new token."""
         answer: pb.RotateResponse = self._call(self._stub.Rotate, rotate.to_pb(), idempotent=False)
-        return _rotated(answer)
+        return rotated_of(answer)
 
     def delegate(self, delegate: Delegate) -> Minted:
         """Issues a sub-agent a token that can do no more than its parent
         (role `mint`). Retried like `mint`."""
         answer: pb.DelegateResponse = self._call(self._stub.Delegate, delegate.to_pb(), idempotent=False)
-        return Minted(token=Token(answer.token), grant=_grant(answer, "Delegate"))
+        return Minted(token=Token(answer.token), grant=grant_of(answer, "Delegate"))
 
     def credentials(self) -> credentials_pb2_grpc.CredentialsStub:
         """The generated `tessera.v1.Credentials` stub over this client's
         connection, with its key on every call. Its calls are not retried and
         have no deadline unless you pass `timeout=`."""
-        channel = grpc.intercept_channel(self._channel, _KeyInterceptor(self._settings.metadata()))
+        channel = grpc.intercept_channel(self._channel, KeyInterceptor(self._settings.metadata()))
         return credentials_pb2_grpc.CredentialsStub(channel)
 
     def _call(self, method: Callable[..., Any], request: Any, *, idempotent: bool) -> Any:
@@ -215,14 +230,14 @@ class Client:
             time.sleep(attempts.wait_after(error))
 
 
-def _grant(answer: Any, call: str) -> pb.Grant:
+def grant_of(answer: Any, call: str) -> pb.Grant:
     if not answer.HasField("grant"):
         raise ProtocolError(f"malformed answer from Tessera: {call} without a grant")
     grant: pb.Grant = answer.grant
     return grant
 
 
-def _page(answer: pb.ListGrantsResponse) -> GrantPage:
+def page_of(answer: pb.ListGrantsResponse) -> GrantPage:
     return GrantPage(
         grants=list(answer.grants),
         next_page_token=answer.next_page_token or None,
@@ -230,20 +245,20 @@ def _page(answer: pb.ListGrantsResponse) -> GrantPage:
     )
 
 
-def _rotated(answer: pb.RotateResponse) -> Rotated:
+def rotated_of(answer: pb.RotateResponse) -> Rotated:
     if not answer.HasField("previous"):
         raise ProtocolError("malformed answer from Tessera: Rotate without the previous grant")
-    return Rotated(token=Token(answer.token), grant=_grant(answer, "Rotate"), previous=answer.previous)
+    return Rotated(token=Token(answer.token), grant=grant_of(answer, "Rotate"), previous=answer.previous)
 
 
-class _KeyInterceptor(grpc.UnaryUnaryClientInterceptor):
+class KeyInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Puts the client key on each Credentials call."""
 
     def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
         self._metadata = metadata
 
     def __repr__(self) -> str:
-        return "_KeyInterceptor(<redacted>)"
+        return "KeyInterceptor(<redacted>)"
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         metadata = tuple(details.metadata or ()) + self._metadata

@@ -152,10 +152,10 @@ class ProtocolError(TesseraError):
 
 
 def from_rpc(error: grpc.RpcError) -> TesseraError:
-    """The TesseraError for a failed call. grpcio raises `grpc.RpcError`
-    objects that are also `grpc.Call`s, carrying `code()` and `details()`."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else None) or ""
+    """The TesseraError for a failed call. grpcio raises `grpc.RpcError`s
+    that carry `code()` and `details()` (a `grpc.Call`, or `grpc.aio.AioRpcError`)."""
+    code = error.code() if callable(getattr(error, "code", None)) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if callable(getattr(error, "details", None)) else None) or ""
     described = f"{code.name}: {details}" if details else code.name
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgumentError(details)
