@@ -30,9 +30,12 @@ def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def certificates(names: list[str]) -> tuple[bytes, bytes, bytes]:
-    """A CA's PEM, and a certificate it signed for `names` (and 127.0.0.1)
-    with its key (PEM)."""
+Issued = tuple[bytes, bytes, bytes]
+
+
+def certificates(names: list[str], usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.SERVER_AUTH) -> Issued:
+    """A new CA's PEM, and a certificate it signed for `names` (and
+    127.0.0.1) with its key (PEM)."""
     now = datetime.datetime.now(datetime.timezone.utc)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tessera-client test CA")])
@@ -51,7 +54,7 @@ def certificates(names: list[str]) -> tuple[bytes, bytes, bytes]:
             .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
@@ -121,3 +124,20 @@ def test_tls_settings_are_checked(tmp: pathlib.Path) -> None:
         Client("https://127.0.0.1:1", ca_file=tmp / "empty.crt")
     with pytest.raises(ConfigError, match="need an https:// URL"):
         Client("http://127.0.0.1:1", ca_pem=b"x")
+
+
+def test_mutual_tls_with_a_client_certificate(tmp: pathlib.Path, unique: str) -> None:
+    ca, cert, key = certificates(["localhost"])
+    client_ca, client_cert, client_key = certificates(["agent-runtime"], ExtendedKeyUsageOID.CLIENT_AUTH)
+    for name, pem in [("tls.crt", cert), ("tls.key", key), ("clients-ca.crt", client_ca)]:
+        (tmp / name).write_bytes(pem)
+    server = Server(Database("sqlite", tmp), tmp, "--tls-cert", str(tmp / "tls.crt"), "--tls-key",
+                    str(tmp / "tls.key"), "--tls-client-ca", str(tmp / "clients-ca.crt"))
+    try:
+        with Client(server.url, ca_pem=ca, client_cert=(client_cert, client_key)) as tessera:
+            assert tessera.validate(Validate(tessera.mint(Mint(unique)).token)).valid
+        with Client(server.url, ca_pem=ca, timeout=2, retry=RetryPolicy.none()) as anonymous:
+            with pytest.raises(UnavailableError):
+                anonymous.mint(Mint(unique))
+    finally:
+        server.stop()

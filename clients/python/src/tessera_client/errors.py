@@ -142,8 +142,9 @@ class RpcError(TesseraError):
         self.code = code
 
     def retryable_if_idempotent(self) -> bool:
-        # CANCELLED: the server (or a proxy) gave up on the call; Tessera
-        # treats a cancelled call as possibly applied.
+        # CANCELLED: Tessera (past its --request-timeout) or a proxy gave up
+        # on the call. It may have run, so only a call safe to repeat is
+        # tried again.
         return self.code == grpc.StatusCode.CANCELLED
 
 
