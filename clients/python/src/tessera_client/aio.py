@@ -14,7 +14,7 @@ import grpc.aio
 from . import _channel
 from ._proto import authority_pb2 as pb
 from ._proto import authority_pb2_grpc, credentials_pb2_grpc
-from .client import Settled, grant_of, page_of, positive, rotated_of
+from .client import BaseClient, grant_of, page_of, positive, rotated_of
 from .errors import ConnectError, TesseraError, from_rpc
 from .requests import (
     Claim,
@@ -34,7 +34,7 @@ from .retry import Attempts, claim_key
 from .secret import Token
 
 
-class AsyncClient(Settled):
+class AsyncClient(BaseClient):
     """A Tessera client for asyncio. Takes what `Client` takes; its calls
     are coroutines with the same deadlines and retries. Copies made by
     `with_timeout` and `with_retry` share its one connection."""

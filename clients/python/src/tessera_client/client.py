@@ -32,8 +32,6 @@ from .requests import (
 from .retry import Attempts, RetryPolicy, claim_key
 from .secret import Token
 
-Response = TypeVar("Response")
-
 
 def positive(value: float, name: str) -> float:
     if not value > 0:
@@ -41,10 +39,10 @@ def positive(value: float, name: str) -> float:
     return float(value)
 
 
-Self = TypeVar("Self", bound="Settled")
+Self = TypeVar("Self", bound="BaseClient")
 
 
-class Settled:
+class BaseClient:
     """What the sync and asyncio clients share: checked settings, the call
     timeout and the retry policy, `from_env`, the copies and a `repr` that
     names no secret."""
@@ -112,7 +110,7 @@ class Settled:
         return clone
 
 
-class Client(Settled):
+class Client(BaseClient):
     """A Tessera client: safe to share across threads; copies made by
     `with_timeout` and `with_retry` share its one connection.
 
