@@ -424,7 +424,7 @@ async fn metadata_probes_and_metrics() {
         r#"tessera_auth_failures_total{interface="http",reason="unauthenticated"} 2"#,
         r#"tessera_token_checks_total{op="validate",outcome="TOKEN_UNKNOWN",hidden="REVOKED"} 1"#,
         r#"tessera_db_pool_max_connections 8"#,
-        r#"tessera_clients 6"#,
+        r#"tessera_clients 7"#,
     ] {
         assert!(text.contains(line), "{line} not in\n{text}");
     }
