@@ -15,7 +15,7 @@ use std::{
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::{input, token::key_digest};
+use crate::{input, resource, token::key_digest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -54,6 +54,10 @@ impl Role {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub id: String,
+    /// The resource URI (RFC 8707, canonical form) this client serves, when
+    /// it is a resource server such as an MCP server: tokens whose audience
+    /// names it are for this client, as if they named its id.
+    pub resource: Option<String>,
     roles: u8,
 }
 
@@ -61,7 +65,16 @@ impl Caller {
     pub fn new(id: impl Into<String>, roles: &[Role]) -> Self {
         Self {
             id: id.into(),
+            resource: None,
             roles: roles.iter().fold(0, |acc, role| acc | role.bit()),
+        }
+    }
+
+    /// The same client, serving `resource` (already in canonical form).
+    pub fn serving(self, resource: impl Into<String>) -> Self {
+        Self {
+            resource: Some(resource.into()),
+            ..self
         }
     }
 
@@ -112,6 +125,9 @@ struct Entry {
     id: String,
     key_sha256: String,
     roles: Vec<Role>,
+    /// The resource URI of the resource server this client is, if any.
+    #[serde(default)]
+    resource: Option<String>,
 }
 
 pub const DEV_CLIENT: &str = "dev";
@@ -150,11 +166,17 @@ impl Clients {
         let file: File = toml::from_str(text)?;
         let mut by_key = HashMap::new();
         let mut ids = std::collections::HashSet::new();
+        let mut resources = std::collections::HashSet::new();
         for (i, entry) in file.clients.into_iter().enumerate() {
             let at = format!("clients[{i}]");
             input::required_id(&format!("{at}.id"), entry.id.clone())?;
             if !ids.insert(entry.id.clone()) {
                 bail!("{at}.id: duplicate client id {:?}", entry.id);
+            }
+            if resource::is_uri(&entry.id) {
+                bail!(
+                    "{at}.id: must not contain `://` (audience entries with it are resource URIs)"
+                );
             }
             let mut digest = [0u8; 32];
             hex::decode_to_slice(entry.key_sha256.trim(), &mut digest)
@@ -162,7 +184,18 @@ impl Clients {
             if entry.roles.is_empty() {
                 bail!("{at}.roles: must list at least one role");
             }
-            let caller = Arc::new(Caller::new(entry.id, &entry.roles));
+            let mut caller = Caller::new(entry.id, &entry.roles);
+            if let Some(given) = entry.resource {
+                let uri = resource::canonical(&given)
+                    .map_err(|why| anyhow::anyhow!("{at}.resource: {why}"))?;
+                // One server, one client: a second client naming the same
+                // URI would see every token made for the first.
+                if !resources.insert(uri.clone()) {
+                    bail!("{at}.resource: another client serves the same resource");
+                }
+                caller = caller.serving(uri);
+            }
+            let caller = Arc::new(caller);
             if by_key.insert(digest, caller).is_some() {
                 bail!("{at}.key_sha256: two clients share one key");
             }
@@ -293,10 +326,45 @@ mod tests {
             ),
             (one.replace("\"claim\"", "\"root\""), "unknown variant"),
             (one.replace(&key.sha256_hex(), "abc"), "64 hex digits"),
+            (
+                one.replace("id = \"proxy\"", "id = \"https://proxy\""),
+                "clients[0].id: must not contain `://`",
+            ),
+            (
+                format!("{one}resource = \"http://mcp.example.com/mcp\"\n"),
+                "clients[0].resource: must use https",
+            ),
+            (
+                format!(
+                    "{one}resource = \"https://a.example/mcp\"\n{}resource = \"HTTPS://A.example/mcp/\"\n",
+                    file(&ClientKey::generate()).replace("proxy", "other")
+                ),
+                "clients[1].resource: another client serves the same resource",
+            ),
         ] {
             let err = format!("{:#}", Clients::parse(&text).unwrap_err());
             assert!(err.contains(expected), "{err}");
         }
+    }
+
+    #[test]
+    fn a_resource_server_names_its_uri_in_canonical_form() {
+        let key = ClientKey::generate();
+        let text = format!(
+            "{}resource = \"HTTPS://MCP.example.com/mcp/\"\n",
+            file(&key)
+        );
+        let clients = Clients::parse(&text).unwrap();
+        let caller = clients.authenticate(Some(key.expose())).unwrap();
+        assert_eq!(
+            caller.resource.as_deref(),
+            Some("https://mcp.example.com/mcp")
+        );
+        let plain = Clients::parse(&file(&key)).unwrap();
+        assert_eq!(
+            plain.authenticate(Some(key.expose())).unwrap().resource,
+            None
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 
 use std::{collections::BTreeMap, fmt};
 
+use crate::resource;
+
 /// Bytes in a token or client key field (real ones are 53).
 pub const MAX_TOKEN: usize = 128;
 /// Bytes in a subject, run id, client id or grant id.
@@ -169,9 +171,39 @@ fn scope_grammar(name: &dyn fmt::Display, scope: &str) -> Result<()> {
     Ok(())
 }
 
-/// Audience: client ids.
+/// Audience: client ids, and resource URIs (RFC 8707) kept in their
+/// canonical form ([`crate::resource`]), so that two spellings of one
+/// server are one entry.
 pub fn audience(field: &str, values: Vec<String>) -> Result<Vec<String>> {
-    list(field, values, MAX_AUDIENCE, MAX_ID, |_, _| Ok(()))
+    let values = list(field, values, MAX_AUDIENCE, MAX_ID, |_, _| Ok(()))?;
+    let mut entries: Vec<String> = Vec::with_capacity(values.len());
+    for (i, value) in values.into_iter().enumerate() {
+        let name = format!("{field}[{i}]");
+        let entry = if resource::is_uri(&value) {
+            resource::canonical(&value).map_err(|why| InvalidInput::new(&name, why))?
+        } else {
+            value
+        };
+        if entries.contains(&entry) {
+            return Err(InvalidInput::new(name, "is a duplicate"));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// RFC 8707's `resource`: absolute URIs only, in their canonical form.
+pub fn resources(field: &str, values: Vec<String>) -> Result<Vec<String>> {
+    if let Some(i) = values
+        .iter()
+        .position(|v| !v.is_empty() && !resource::is_uri(v))
+    {
+        return Err(InvalidInput::new(
+            format!("{field}[{i}]"),
+            "must be an absolute https URI (RFC 8707); name client ids in audience",
+        ));
+    }
+    audience(field, values)
 }
 
 fn list(
@@ -257,6 +289,16 @@ mod tests {
         );
         let err = audience("audience", vec![String::new()]).unwrap_err();
         assert_eq!(err.to_string(), "audience[0]: must not be empty");
+        let err = audience("audience", vec!["http://mcp.example.com".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "audience[0]: must use https (http only on a loopback host)"
+        );
+        let err = resources("resource", vec!["mcp-server".into()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("resource[0]: must be an absolute https URI")
+        );
         let err = labels("labels", [("k".into(), "\u{1b}[31m".into())]).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -301,6 +343,28 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "required_scopes[0]: may use `*` only as a final `:*` after a family, like `connector:*`"
+        );
+    }
+
+    #[test]
+    fn audiences_hold_client_ids_and_canonical_resource_uris() {
+        let given = vec!["mcp-server".into(), "HTTPS://MCP.example.com/mcp/".into()];
+        assert_eq!(
+            audience("audience", given),
+            Ok(vec![
+                "mcp-server".into(),
+                "https://mcp.example.com/mcp".into()
+            ])
+        );
+        let twice = vec![
+            "https://mcp.example.com/mcp".into(),
+            "https://MCP.example.com/mcp/".into(),
+        ];
+        let err = audience("audience", twice).unwrap_err();
+        assert_eq!(err.to_string(), "audience[1]: is a duplicate");
+        assert_eq!(
+            resources("resource", vec!["http://localhost:3000/mcp".into()]),
+            Ok(vec!["http://localhost:3000/mcp".into()])
         );
     }
 

@@ -13,6 +13,7 @@
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
 //! - [`audit`]: the audit trail (events, keyed token MACs, typed fields).
+//! - [`resource`]: resource URIs (RFC 8707) as audiences, in their canonical form.
 //! - [`rules`]: who may use a grant — one pure function, denials and their precedence.
 //! - [`authority`]: the domain operations — mint, validate, claim, revoke — over the rules, store, cache and audit trail.
 //! - [`credentials`]: upstream secrets kept per bearer, sealed at rest, refreshed under a lease.
@@ -43,6 +44,7 @@ pub mod input;
 pub mod metrics;
 pub mod net;
 pub mod observe;
+pub mod resource;
 pub mod rules;
 pub mod seal;
 pub mod store;

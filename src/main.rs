@@ -46,6 +46,10 @@ enum Command {
         /// Roles to grant.
         #[arg(required = true, value_enum)]
         roles: Vec<Role>,
+        /// The resource URI (RFC 8707) this client serves, for a resource
+        /// server such as an MCP server: tokens for it are for this client.
+        #[arg(long)]
+        resource: Option<String>,
     },
     /// Ask a running server whether it is SERVING; exit 0 if so, 1 if not
     /// (for container health checks that cannot speak gRPC themselves).
@@ -78,8 +82,16 @@ async fn main() -> anyhow::Result<()> {
             seal_key,
             batch_size,
         }) => rekey(&database, &seal_key, batch_size).await,
-        Some(Command::ClientKey { id, roles }) => {
+        Some(Command::ClientKey {
+            id,
+            roles,
+            resource,
+        }) => {
             tessera::input::required_id("id", id.clone())?;
+            let resource = resource
+                .map(|uri| tessera::resource::canonical(&uri))
+                .transpose()
+                .map_err(|why| anyhow::anyhow!("--resource: {why}"))?;
             let key = ClientKey::generate();
             let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
             // The key goes to the terminal only; stdout is the entry to append
@@ -92,6 +104,9 @@ async fn main() -> anyhow::Result<()> {
             println!("id = {id:?}");
             println!("key_sha256 = \"{}\"", key.sha256_hex());
             println!("roles = [{}]", roles.join(", "));
+            if let Some(uri) = resource {
+                println!("resource = {uri:?}");
+            }
             Ok(())
         }
         Some(Command::Health { addr, service, tls }) => health(&addr, service, &tls).await,

@@ -6,8 +6,8 @@
 //! path (database, cache, keyed claim, HTTP) and can be tested alone.
 //!
 //! Precedence, first match wins:
-//! 1. caller outside the grant's audience, or a subject other than the
-//!    grant's: UNKNOWN, exactly as for a token never minted;
+//! 1. caller outside the grant's audience ([`in_audience`]), or a subject
+//!    other than the grant's: UNKNOWN, exactly as for a token never minted;
 //! 2. revoked, or no use left: UNKNOWN too (and, since 1 passed, a replay);
 //! 3. expired: EXPIRED;
 //! 4. a required scope not granted: SCOPE_MISSING.
@@ -102,6 +102,9 @@ impl Refusal {
 pub struct Presented<'a> {
     /// The authenticated client.
     pub caller: &'a str,
+    /// The resource URI the caller serves (canonical form), if it is a
+    /// resource server that declared one.
+    pub resource: Option<&'a str>,
     /// The principal the caller acts for; `None` = no subject binding.
     pub subject: Option<&'a str>,
     pub required_scopes: &'a [String],
@@ -116,7 +119,7 @@ pub struct Presented<'a> {
 
 /// The verdict on `grant` for `presented`.
 pub fn judge(grant: &Grant, presented: &Presented<'_>) -> Result<(), Refusal> {
-    if !grant.audience.is_empty() && !grant.audience.iter().any(|a| a == presented.caller) {
+    if !in_audience(&grant.audience, presented.caller, presented.resource) {
         return Err(Refusal::hidden(Hidden::NotInAudience));
     }
     if presented.subject.is_some_and(|s| s != grant.subject) {
@@ -141,6 +144,25 @@ pub fn judge(grant: &Grant, presented: &Presented<'_>) -> Result<(), Refusal> {
         return Err(Refusal::plain(Denial::ScopeMissing));
     }
     Ok(())
+}
+
+/// Whether a grant with `audience` is for `caller`, which serves `resource`
+/// if it declared one: an entry names it by client id or by resource URI
+/// (both sides in canonical form, so a plain comparison suffices).
+///
+/// An empty audience means "any client", except a client that declares a
+/// resource: a resource server must accept only tokens issued for it (RFC
+/// 8707, and the MCP authorization spec's audience check), and a token for
+/// anyone was not. Without this, each MCP server's verifier would have to
+/// refuse such tokens itself, and one that forgot would accept tokens
+/// minted for any other purpose.
+pub fn in_audience(audience: &[String], caller: &str, resource: Option<&str>) -> bool {
+    if audience.is_empty() {
+        return resource.is_none();
+    }
+    audience
+        .iter()
+        .any(|entry| entry == caller || Some(entry.as_str()) == resource)
 }
 
 /// `connector:*` grants `connector:github`; anything else must match exactly.
@@ -202,6 +224,7 @@ mod tests {
     fn by<'a>(caller: &'a str, scopes: &'a [String]) -> Presented<'a> {
         Presented {
             caller,
+            resource: None,
             subject: None,
             required_scopes: scopes,
             now: 10,
@@ -274,6 +297,41 @@ mod tests {
     }
 
     #[test]
+    fn resource_servers_see_tokens_for_their_id_or_their_uri() {
+        const MCP: &str = "https://mcp.example.com/mcp";
+        let server = Presented {
+            resource: Some(MCP),
+            ..by("mcp-server", &[])
+        };
+        let for_uri = Grant {
+            audience: vec![MCP.into()],
+            ..grant()
+        };
+        let for_id = Grant {
+            audience: vec!["mcp-server".into()],
+            ..grant()
+        };
+        assert_eq!(judge(&for_uri, &server), Ok(()));
+        assert_eq!(judge(&for_id, &server), Ok(()));
+        // Another server's URI, or the same client id without the declared
+        // resource, is outside.
+        let elsewhere = Grant {
+            audience: vec!["https://other.example.com/mcp".into()],
+            ..grant()
+        };
+        let outside = Err(Refusal::hidden(Hidden::NotInAudience));
+        assert_eq!(judge(&elsewhere, &server), outside);
+        assert_eq!(judge(&for_uri, &by("mcp-server", &[])), outside);
+        // A token for anyone is not a token for a resource server.
+        let for_anyone = Grant {
+            audience: vec![],
+            ..grant()
+        };
+        assert_eq!(judge(&for_anyone, &server), outside);
+        assert_eq!(judge(&for_anyone, &by("mcp-server", &[])), Ok(()));
+    }
+
+    #[test]
     fn scope_matching() {
         let granted = vec!["connector:*".to_owned(), "tool:search".to_owned()];
         assert!(scope_granted(&granted, "connector:github"));
@@ -305,6 +363,7 @@ mod tests {
             let scopes = [scope];
             let p = Presented {
                 caller: if outsider { "reader" } else { "proxy" },
+                resource: None,
                 subject: (!outsider).then_some("mallory"),
                 required_scopes: &scopes,
                 now: if expired { 100 } else { 10 },

@@ -7,7 +7,7 @@
 //! | request | answer |
 //! |---|---|
 //! | no `Authorization: Bearer` | 401, `WWW-Authenticate: Bearer resource_metadata="<url>"` |
-//! | a token Tessera refuses (unknown, revoked, used up, expired, malformed, not for this client, …) | 401, `WWW-Authenticate: Bearer error="invalid_token", resource_metadata="<url>"`: the same bytes whatever the reason |
+//! | a token Tessera refuses (unknown, revoked, used up, expired, malformed, not for this client, …), or whose audience does not name this resource's URI | 401, `WWW-Authenticate: Bearer error="invalid_token", resource_metadata="<url>"`: the same bytes whatever the reason |
 //! | a valid token without the route's scopes | 403, `WWW-Authenticate: Bearer error="insufficient_scope", scope="<the route's scopes>", resource_metadata="<url>"` |
 //! | a valid token with them | the inner service, with the [`Grant`] in the request's extensions |
 //! | Tessera unreachable | 503 |
@@ -75,6 +75,9 @@ struct Shared {
     /// The resource identifier (RFC 9728 `resource`), e.g.
     /// `https://mcp.example.com/mcp`.
     resource: String,
+    /// The same, in the canonical form Tessera keeps audience entries in:
+    /// what a grant's audience must name (RFC 8707).
+    audience: String,
     /// `/.well-known/oauth-protected-resource` + the resource's path.
     metadata_path: String,
     /// The absolute URL of that document, for `resource_metadata`.
@@ -109,22 +112,28 @@ impl BearerAuth {
     /// A layer validating tokens with `client`, for the protected resource
     /// `resource` (the URL clients use to reach it, such as an MCP
     /// server's endpoint `https://mcp.example.com/mcp`: RFC 9728's
-    /// resource identifier, without query or fragment). The authorization
-    /// server it names is the client's URL (Tessera's issuer by default;
-    /// see [`BearerAuth::authorization_server`]). Any valid token passes
-    /// until [`BearerAuth::require`] says which scopes.
+    /// resource identifier, without query or fragment; `https`, or `http`
+    /// on a loopback host). The authorization server it names is the
+    /// client's URL (Tessera's issuer by default; see
+    /// [`BearerAuth::authorization_server`]).
+    ///
+    /// A token passes only if Tessera finds it valid for this layer's
+    /// client *and* its audience names `resource` (RFC 8707; compared in
+    /// canonical form, so `https://MCP.example.com/mcp/` is the same): mint
+    /// tokens for an MCP server with its URL in `audience`, as MCP clients
+    /// ask for it with `resource`. Any such token passes until
+    /// [`BearerAuth::require`] says which scopes. (A token whose audience
+    /// names this client's id but not `resource`, and that lacks a route's
+    /// scopes, is answered 403 rather than 401: Tessera reports the missing
+    /// scope before the layer sees the grant.)
     pub fn new(client: Client, resource: impl Into<String>) -> Result<Self, Error> {
         let resource = resource.into();
         let bad = |why: &str| Error::Config(format!("resource {resource:?}: {why}"));
+        let audience = crate::resource::canonical(&resource).map_err(bad)?;
         let uri: Uri = resource.parse().map_err(|_| bad("not a URL"))?;
-        let scheme = uri.scheme_str().ok_or_else(|| bad("no scheme"))?;
-        if scheme != "https" && scheme != "http" {
-            return Err(bad("the scheme must be https (or http)"));
-        }
-        let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-        if uri.query().is_some() || resource.contains('#') {
-            return Err(bad("a resource identifier has no query or fragment"));
-        }
+        let (Some(scheme), Some(authority)) = (uri.scheme_str(), uri.authority()) else {
+            return Err(bad("not an absolute URL"));
+        };
         let path = uri.path().trim_end_matches('/');
         let metadata_path = format!("{WELL_KNOWN}{path}");
         let metadata_url = format!("{scheme}://{authority}{metadata_path}");
@@ -134,6 +143,7 @@ impl BearerAuth {
                 client,
                 consistency: Consistency::Full,
                 resource,
+                audience,
                 metadata_path,
                 metadata_url,
                 scopes_supported: Vec::new(),
@@ -446,6 +456,11 @@ where
                 .scopes(scopes.iter().cloned())
                 .consistency(auth.shared.consistency);
             match auth.shared.client.validate(check).await {
+                // Valid for this client, but made for another resource (or
+                // for any): refused like any other token.
+                Ok(Validation::Valid(grant)) if !grant.audience.contains(&auth.shared.audience) => {
+                    own(auth.refuse(Refusal::Invalid))
+                }
                 Ok(Validation::Valid(grant)) => {
                     request.extensions_mut().insert::<Grant>(grant);
                     inner.call(request).await.map(|r| r.map(Either::Left))

@@ -99,6 +99,8 @@ mod error;
 mod layer;
 mod redact;
 mod requests;
+#[cfg(feature = "tower")]
+mod resource;
 mod retry;
 mod secret;
 

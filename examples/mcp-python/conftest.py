@@ -64,16 +64,28 @@ def stubs(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def tessera(tmp_path_factory):
-    """A Tessera on SQLite with an `orchestrator` (mint, revoke) and the MCP server's own client."""
+def mcp_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def resource(mcp_port) -> str:
+    """The example server's URL: its endpoint, and its resource URI (RFC 8707)."""
+    return f"http://127.0.0.1:{mcp_port}/mcp"
+
+
+@pytest.fixture(scope="session")
+def tessera(tmp_path_factory, resource):
+    """A Tessera on SQLite with an `orchestrator` (mint, revoke) and the MCP server's own
+    client, whose resource is the server's URL."""
     binary = os.environ.get("TESSERA_BIN") or str(REPO / "target" / "debug" / "tessera")
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no Tessera binary at {binary}: run `cargo build` or set TESSERA_BIN")
     tmp = tmp_path_factory.mktemp("tessera")
     keys = {}
     with open(tmp / "clients.toml", "w") as clients:
-        for client, roles in [("orchestrator", ["mint", "revoke"]), ("mcp-server", ["validate"])]:
-            made = subprocess.run([binary, "client-key", client, *roles], stdout=clients, stderr=subprocess.PIPE,
+        for client, args in [("orchestrator", ["mint", "revoke"]), ("mcp-server", ["validate", "--resource", resource])]:
+            made = subprocess.run([binary, "client-key", client, *args], stdout=clients, stderr=subprocess.PIPE,
                                   text=True, check=True)
             keys[client] = next(w for w in made.stderr.split() if w.startswith("tsk_"))
     port, log = free_port(), tmp / "tessera.log"
@@ -91,7 +103,7 @@ def tessera(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def authority(tessera, stubs):
+def authority(tessera, stubs, resource):
     """Mint and Revoke as the orchestrator."""
     pb, pb_grpc = stubs
     channel = grpc.insecure_channel(tessera["address"])
@@ -99,9 +111,9 @@ def authority(tessera, stubs):
     metadata = [("authorization", f"Bearer {tessera['keys']['orchestrator']}")]
 
     class Authority:
-        def mint(self, scopes: list[str], run_id: str, audience=("mcp-server",)) -> str:
+        def mint(self, scopes: list[str], run_id: str, audience=(resource,), ttl: int = 300) -> str:
             request = pb.MintRequest(subject="user-42", audience=audience, run_id=run_id, scopes=scopes)
-            request.ttl.FromSeconds(300)
+            request.ttl.FromSeconds(ttl)
             return stub.Mint(request, metadata=metadata).token
 
         def revoke(self, reason: str = "REVOKE_REASON_MANUAL", **target) -> int:
@@ -112,9 +124,9 @@ def authority(tessera, stubs):
 
 
 @pytest.fixture(scope="session")
-def mcp_url(tessera, tmp_path_factory):
+def mcp_url(tessera, tmp_path_factory, mcp_port, resource):
     """The example server, its own Tessera client `mcp-server`."""
-    port = free_port()
+    port = mcp_port
     env = dict(os.environ, TESSERA_URL=tessera["url"], TESSERA_CLIENT_ID="mcp-server",
                TESSERA_CLIENT_KEY=tessera["keys"]["mcp-server"])
     log = tmp_path_factory.mktemp("mcp") / "server.log"
@@ -124,7 +136,7 @@ def mcp_url(tessera, tmp_path_factory):
     try:
         metadata = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
         wait_until_ready(metadata, process, "server.py", log)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield resource
     finally:
         stop(process)
 

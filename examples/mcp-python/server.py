@@ -1,8 +1,9 @@
 """An MCP server (official Python SDK, `mcp` 2.x) whose bearer tokens are Tessera's.
 
 The SDK asks a `TokenVerifier` who a bearer is; this one asks Tessera's RFC 7662
-endpoint, authenticated as this server's own Tessera client. Tessera applies the
-token's audience (only a client it names may see it active); each tool then
+endpoint, authenticated as this server's own Tessera client, and takes
+`AccessToken.resource` from the `aud` entry that is this server's resource URI
+(RFC 8707), which the SDK then checks (`validate_token_resource`). Each tool
 needs a scope of its own, checked before the call runs (403 insufficient_scope).
 
     TESSERA_URL=http://127.0.0.1:50051 TESSERA_CLIENT_ID=mcp-server \
@@ -12,6 +13,7 @@ needs a scope of its own, checked before the call runs (403 insufficient_scope).
 import argparse
 import json
 import os
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 import uvicorn
@@ -24,28 +26,39 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 
 
+def canonical(uri: str) -> str:
+    """The form Tessera keeps resource URIs in: lower-case scheme and host, no default
+    port, no fragment, no trailing slash unless it is the whole path."""
+    parts = urlsplit(uri)
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    default_port = {"https": ":443", "http": ":80"}.get(scheme)
+    if default_port and netloc.endswith(default_port):
+        netloc = netloc[: -len(default_port)]
+    return urlunsplit((scheme, netloc, parts.path.rstrip("/") or "/", parts.query, ""))
+
+
 class TesseraVerifier:
     """`TokenVerifier`: RFC 7662 introspection at Tessera, as client `client_id`."""
 
-    def __init__(self, tessera_url: str, client_id: str, client_key: str):
-        self.client_id = client_id
+    def __init__(self, tessera_url: str, client_id: str, client_key: str, resource: str):
+        self.resource = canonical(resource)
         self.http = httpx2.AsyncClient(base_url=tessera_url, auth=(client_id, client_key), timeout=5)
 
     async def verify_token(self, token: str) -> AccessToken | None:
         response = await self.http.post("/oauth2/introspect", data={"token": token})
         response.raise_for_status()  # a bad client key or Tessera down is a 500 here, not the bearer's 401
         claims = response.json()
-        # Tessera answers {"active": false} to every refusal. A token minted without an
-        # audience is active for any client with the validate role: accept only tokens
-        # naming this server, as the MCP authorization spec asks of a resource server.
-        if not claims.pop("active") or self.client_id not in claims.get("aud", []):
+        # Tessera answers {"active": false} to every refusal: revoked, expired, not for this client.
+        if not claims.pop("active"):
             return None
+        aud = claims.pop("aud", [])
         return AccessToken(
             token=token,
             client_id=claims.pop("client_id"),  # the client that minted it
             scopes=claims.pop("scope", "").split(),
             expires_at=claims.pop("exp", None),
-            resource=self.client_id,  # the `aud` entry naming this server
+            # The `aud` entry that is this server's URI; none: the SDK refuses (401).
+            resource=next((a for a in aud if "://" in a and canonical(a) == self.resource), None),
             subject=claims.pop("sub", None),
             claims=claims,  # iss, jti (grant id), run_id, labels, iat, use counts
         )
@@ -117,8 +130,9 @@ def _replay(messages, receive):
 
 
 def build_app(tessera_url: str, client_id: str, client_key: str, public_url: str, host: str = "127.0.0.1"):
-    auth = AuthSettings(issuer_url=tessera_url, resource_server_url=public_url, validate_token_resource=False)
-    mcp = MCPServer("tessera-example", token_verifier=TesseraVerifier(tessera_url, client_id, client_key), auth=auth)
+    auth = AuthSettings(issuer_url=tessera_url, resource_server_url=public_url, validate_token_resource=True)
+    verifier = TesseraVerifier(tessera_url, client_id, client_key, public_url)
+    mcp = MCPServer("tessera-example", token_verifier=verifier, auth=auth)
     tool_scopes: dict[str, str] = {}
 
     def tool(needed: str):

@@ -13,9 +13,18 @@ import httpx2
 import pytest
 
 from mcp.client import Client
+from mcp.client.auth.utils import (
+    build_oauth_authorization_server_metadata_discovery_urls,
+    build_protected_resource_metadata_discovery_urls,
+    create_oauth_metadata_request,
+    extract_resource_metadata_from_www_auth,
+    handle_auth_metadata_response,
+    handle_protected_resource_response,
+    validate_metadata_issuer,
+)
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from server import TesseraVerifier
+from server import TesseraVerifier, canonical
 
 
 @asynccontextmanager
@@ -77,7 +86,22 @@ def challenge(answers: list, status: int) -> str:
 
 
 def assert_refused(answers: list):
-    assert 'error="invalid_token"' in challenge(answers, 401)
+    header = challenge(answers, 401)
+    assert 'error="invalid_token"' in header and "resource_metadata=" in header, header
+
+
+def refused_from_the_start(mcp_url: str, token: str):
+    """A connection with `token` is refused from its first request (401, `resource_metadata`)."""
+    answers = []
+
+    async def main():
+        async with connect(mcp_url, token, answers):
+            pass
+
+    with pytest.raises(ExceptionGroup) as refused:
+        anyio.run(main)
+    assert refused.group_contains(MCPError)
+    assert_refused(answers)
 
 
 def test_a_revoked_token_gets_401(mcp_url, authority):
@@ -118,24 +142,64 @@ def test_revoking_the_run_gets_401_for_its_tokens(mcp_url, authority):
     assert anyio.run(call, other_run, []) == "3 results for 'q'"
 
 
-def test_a_token_that_does_not_name_this_server_gets_401(mcp_url, authority):
-    """Tessera shows a token minted with no audience to any client with the validate role; the
-    verifier takes only tokens whose `aud` names this server."""
-    answers = []
+def test_a_token_for_another_resource_or_for_anyone_gets_401(mcp_url, authority):
+    refused_from_the_start(mcp_url, authority.mint(["tool:search"], "run-5", audience=["https://other.example.com/mcp"]))
+    # Tessera does not show a token for anyone to a client that declares a resource.
+    refused_from_the_start(mcp_url, authority.mint(["tool:search"], "run-5", audience=()))
+    # Naming the server's client id: active at Tessera, but it names no resource, so the
+    # SDK's resource check (validate_token_resource) refuses it.
+    refused_from_the_start(mcp_url, authority.mint(["tool:search"], "run-5", audience=["mcp-server"]))
+
+    async def call(token: str) -> str:
+        async with connect(mcp_url, token, []) as client:
+            return text(await client.call_tool("search", {"query": "q"}))
+
+    spelt = mcp_url.replace("http://", "HTTP://") + "/"  # the same resource, spelt otherwise
+    assert anyio.run(call, authority.mint(["tool:search"], "run-5", audience=[spelt])) == "3 results for 'q'"
+
+
+def test_an_expired_token_gets_401(mcp_url, tessera, authority, resource):
+    token = authority.mint(["tool:search"], "run-6", ttl=1)
+    verifier = TesseraVerifier(tessera["url"], "mcp-server", tessera["keys"]["mcp-server"], resource)
+
+    async def expired():  # wait for the event (Tessera calls it inactive), not for a guessed time
+        async with verifier.http:
+            while await verifier.verify_token(token) is not None:
+                await anyio.sleep(0.1)
+
+    anyio.run(expired)
+    refused_from_the_start(mcp_url, token)
+
+
+def test_the_sdks_discovery_accepts_tesseras_metadata(mcp_url, tessera):
+    """From the server's 401 to Tessera's RFC 8414 document, with the SDK's own discovery steps."""
 
     async def main():
-        async with connect(mcp_url, authority.mint(["tool:search"], run_id="run-5", audience=()), answers):
-            pass
+        async with httpx2.AsyncClient() as http:
+            unauthenticated = await http.post(mcp_url, json={})
+            www_auth = extract_resource_metadata_from_www_auth(unauthenticated)
+            for url in build_protected_resource_metadata_discovery_urls(www_auth, mcp_url):
+                if prm := await handle_protected_resource_response(await http.send(create_oauth_metadata_request(url))):
+                    break
+            issuer = str(prm.authorization_servers[0])
+            for url in build_oauth_authorization_server_metadata_discovery_urls(issuer, mcp_url):
+                found, metadata = await handle_auth_metadata_response(await http.send(create_oauth_metadata_request(url)))
+                if metadata:
+                    return issuer, metadata
 
-    with pytest.raises(ExceptionGroup) as refused:
-        anyio.run(main)
-    assert refused.group_contains(MCPError)
-    assert_refused(answers)
+    issuer, metadata = anyio.run(main)
+    assert issuer.rstrip("/") == tessera["url"]
+    validate_metadata_issuer(metadata, tessera["url"])
+    assert str(metadata.introspection_endpoint) == f"{tessera['url']}/oauth2/introspect"
+    # The authorization endpoint the schema requires exists and refuses: there is no flow.
+    assert metadata.response_types_supported == []
+    refusal = httpx2.get(str(metadata.authorization_endpoint), params={"response_type": "code"})
+    assert refusal.status_code == 400 and refusal.json()["error"] == "unsupported_response_type"
 
 
-def test_the_verifier_maps_introspection_onto_access_token(tessera, authority):
-    token = authority.mint(["tool:search", "connector:*"], run_id="run-6")
-    verifier = TesseraVerifier(tessera["url"], "mcp-server", tessera["keys"]["mcp-server"])
+def test_the_verifier_maps_introspection_onto_access_token(tessera, authority, resource):
+    token = authority.mint(["tool:search", "connector:*"], run_id="run-7")
+    verifier = TesseraVerifier(tessera["url"], "mcp-server", tessera["keys"]["mcp-server"], resource)
 
     async def main():
         async with verifier.http:
@@ -144,7 +208,12 @@ def test_the_verifier_maps_introspection_onto_access_token(tessera, authority):
     access, malformed = anyio.run(main)
     assert malformed is None
     assert access.token == token and access.scopes == ["tool:search", "connector:*"]
-    assert (access.client_id, access.subject, access.resource) == ("orchestrator", "user-42", "mcp-server")
+    assert (access.client_id, access.subject, access.resource) == ("orchestrator", "user-42", resource)
     assert 290 <= access.expires_at - time.time() <= 300
-    assert access.claims["run_id"] == "run-6" and access.claims["iss"] == tessera["url"]
+    assert access.claims["run_id"] == "run-7" and access.claims["iss"] == tessera["url"]
     assert access.claims["jti"].startswith("grt_") and "active" not in access.claims
+
+
+def test_resource_uris_as_tessera_keeps_them():
+    assert canonical("HTTPS://MCP.Example.com:443/mcp/#x") == "https://mcp.example.com/mcp"
+    assert canonical("https://mcp.example.com") == "https://mcp.example.com/"

@@ -191,6 +191,7 @@ impl<S: Store> Authority<S> {
         };
         let presented = Presented {
             caller: &caller.id,
+            resource: caller.resource.as_deref(),
             subject: check.subject.as_deref(),
             required_scopes: &check.required_scopes,
             now: lookup.now,

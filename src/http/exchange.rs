@@ -1,5 +1,5 @@
 //! RFC 8693 token exchange at `POST /oauth2/token`: Delegate over HTTP. The
-//! `subject_token` is the parent; `scope` and `audience` narrow it; the
+//! `subject_token` is the parent; `scope`, `audience` and `resource` narrow it; the
 //! answer is a token for a sub-agent that can do no more than the parent.
 
 use std::sync::Arc;
@@ -85,12 +85,6 @@ fn spec(form: &super::Form) -> input::Result<DelegateSpec> {
     if form.get("actor_token").is_some() {
         return Err(input::InvalidInput::new("actor_token", "is not supported"));
     }
-    if !form.all("resource").is_empty() {
-        return Err(input::InvalidInput::new(
-            "resource",
-            "is not supported: name the client ids that may use the token in audience",
-        ));
-    }
     let scopes = form
         .get("scope")
         .map(|scope| scope.split(' ').map(str::to_owned).collect())
@@ -98,7 +92,7 @@ fn spec(form: &super::Form) -> input::Result<DelegateSpec> {
     Ok(DelegateSpec {
         parent_token: subject_token.to_owned(),
         scopes: input::scopes("scope", scopes)?,
-        audience: input::audience("audience", form.all("audience"))?,
+        audience: audience(form)?,
         ttl: None,
         max_uses: 0,
         labels: Default::default(),
@@ -106,19 +100,50 @@ fn spec(form: &super::Form) -> input::Result<DelegateSpec> {
     })
 }
 
-/// RFC 8693 2.2.2: a scope the parent lacks is `invalid_scope`, an audience
-/// outside its own `invalid_target`; the rest as elsewhere.
+/// `audience` (client ids or resource URIs) and `resource` (RFC 8707:
+/// URIs only) name, together, who may use the token: one list, in which a
+/// URI given in both counts once.
+fn audience(form: &super::Form) -> input::Result<Vec<String>> {
+    let mut audience = input::audience("audience", form.all("audience"))?;
+    for uri in input::resources("resource", form.all("resource"))? {
+        if !audience.contains(&uri) {
+            audience.push(uri);
+        }
+    }
+    if audience.len() > input::MAX_AUDIENCE {
+        return Err(input::InvalidInput::new(
+            "audience",
+            format!(
+                "with resource, must have at most {} entries",
+                input::MAX_AUDIENCE
+            ),
+        ));
+    }
+    Ok(audience)
+}
+
+/// RFC 8693 2.2.2: a scope the parent lacks is `invalid_scope`; an
+/// audience outside its own, or a `resource` or `audience` entry that is
+/// not one (RFC 8707 2), `invalid_target`; the rest as elsewhere.
 fn refused(err: Error) -> Response {
     match &err {
         Error::Invalid(invalid) if invalid.field == "scopes" || invalid.field == "scope" => {
             let why = format!("scope: {}", invalid.problem);
             oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", Some(&why))
         }
-        Error::Invalid(invalid) if invalid.field == "audience" => oauth_error(
+        Error::Invalid(invalid) if is_target(&invalid.field) => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_target",
             Some(&invalid.to_string()),
         ),
         _ => failure(err),
     }
+}
+
+fn is_target(field: &str) -> bool {
+    ["audience", "resource"].iter().any(|name| {
+        field
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('['))
+    })
 }

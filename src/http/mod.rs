@@ -1,6 +1,6 @@
 //! The HTTP face: OAuth 2.0 endpoints for MCP servers and other HTTP
-//! services (RFC 7662 introspection, RFC 7009 revocation, RFC 8414
-//! metadata), probes for load balancers that do not speak gRPC, and
+//! services (RFC 7662 introspection, RFC 7009 revocation, RFC 8693
+//! token exchange, RFC 8414 metadata), probes for load balancers that do not speak gRPC, and
 //! Prometheus metrics. A thin layer over the same authority and the same
 //! door as gRPC: the same rules, the same client shares.
 
@@ -58,6 +58,10 @@ pub fn router<S: Store>(face: Arc<Face<S>>) -> Router {
         .route("/oauth2/introspect", post(oauth::introspect::<S>))
         .route("/oauth2/revoke", post(oauth::revoke::<S>))
         .route("/oauth2/token", post(exchange::token::<S>))
+        .route(
+            "/oauth2/authorize",
+            get(oauth::authorize).post(oauth::authorize),
+        )
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata::<S>),

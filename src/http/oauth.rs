@@ -1,5 +1,6 @@
 //! The OAuth 2.0 endpoints: introspection (RFC 7662), revocation
-//! (RFC 7009) and the authorization server metadata (RFC 8414).
+//! (RFC 7009), the authorization server metadata (RFC 8414) and the
+//! authorization endpoint it must name, which refuses.
 
 use std::sync::Arc;
 
@@ -10,7 +11,9 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{Face, Form, auth, failure, invalid, json, overloaded, read_form, refused};
+use super::{
+    Face, Form, auth, failure, invalid, json, oauth_error, overloaded, read_form, refused,
+};
 use crate::{
     authority::{Check, Target, Validated},
     clients::{Caller, Role},
@@ -81,12 +84,34 @@ pub async fn revoke<S: Store>(State(face): State<Arc<Face<S>>>, request: Request
     served(response, caller)
 }
 
+/// The authorization endpoint the metadata must name: the MCP SDKs'
+/// metadata schemas require `authorization_endpoint` (RFC 8414 itself does
+/// not, when no grant type uses it), and their clients stop at discovery
+/// without one. Tessera has no authorization flow — tokens are minted over
+/// its API by a client with the `mint` role, for audiences that client
+/// names — so this endpoint exists and refuses every request, never
+/// redirecting (there is no registered redirect URI to send anyone to,
+/// RFC 6749 4.1.2.1), and the metadata lists no `response_types_supported`.
+pub async fn authorize() -> Response {
+    oauth_error(
+        StatusCode::BAD_REQUEST,
+        "unsupported_response_type",
+        Some(
+            "Tessera has no authorization flow (response_types_supported is empty): \
+             tokens are minted through its API by a client with the mint role",
+        ),
+    )
+}
+
 /// RFC 8414: where the endpoints are and how clients authenticate to them.
+/// Every endpoint named exists; see [`authorize`] for the one that only
+/// refuses.
 pub async fn metadata<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
     let base = face.issuer.trim_end_matches('/');
     let methods = ["client_secret_basic", "client_secret_post"];
     let body = json!({
         "issuer": face.issuer,
+        "authorization_endpoint": format!("{base}/oauth2/authorize"),
         "token_endpoint": format!("{base}/oauth2/token"),
         "token_endpoint_auth_methods_supported": methods,
         "introspection_endpoint": format!("{base}/oauth2/introspect"),

@@ -88,10 +88,13 @@ async fn a_token_is_exchanged_for_a_narrower_one(backend: Backend) {
     let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
         (with(&[("scope", "tool:*")]), "invalid_scope"),
         (with(&[("audience", "reader")]), "invalid_target"),
+        // A resource URI is an audience entry: outside the parent's, or not
+        // a URI at all, it is not a target.
         (
             with(&[("resource", "https://mcp.example/")]),
-            "invalid_request",
+            "invalid_target",
         ),
+        (with(&[("resource", "proxy")]), "invalid_target"),
         (
             vec![("grant_type", "client_credentials")],
             "unsupported_grant_type",

@@ -23,6 +23,7 @@ mod logs;
 mod ops;
 mod overload;
 mod race;
+mod resources;
 mod retry;
 mod rules;
 mod secrets;

@@ -59,6 +59,13 @@ async fn send(
     (status, challenge, String::from_utf8(body.to_vec()).unwrap())
 }
 
+/// A token for this resource that Tessera shows its dev-mode caller: the
+/// audience names both (with a clients file, the layer's client would
+/// declare the resource, and the URI alone would do: see below).
+fn for_here(subject: &str) -> Mint {
+    Mint::new(subject).audience(["dev", RESOURCE])
+}
+
 async fn setup() -> (Server, Client, Router) {
     let server = Server::start();
     let tessera = server.client().await;
@@ -109,7 +116,7 @@ async fn a_missing_token_is_401_with_the_resource_metadata() {
 async fn a_valid_token_reaches_the_handler_with_its_grant() {
     let (_server, tessera, app) = setup().await;
     let minted = tessera
-        .mint(Mint::new("user-42").scopes(["mcp", "tool:*"]))
+        .mint(for_here("user-42").scopes(["mcp", "tool:*"]))
         .await
         .unwrap();
     let token = minted.token.expose();
@@ -137,7 +144,7 @@ async fn a_valid_token_reaches_the_handler_with_its_grant() {
 #[tokio::test]
 async fn a_token_without_the_route_scope_is_403_naming_the_scope() {
     let (_server, tessera, app) = setup().await;
-    let minted = tessera.mint(Mint::new("u").scopes(["mcp"])).await.unwrap();
+    let minted = tessera.mint(for_here("u").scopes(["mcp"])).await.unwrap();
     let (status, challenge, _) = send(&app, "/admin", Some(minted.token.expose())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(
@@ -154,10 +161,10 @@ async fn a_token_without_the_route_scope_is_403_naming_the_scope() {
 #[tokio::test]
 async fn every_refused_token_gets_the_same_401() {
     let (_server, tessera, app) = setup().await;
-    let revoked = tessera.mint(Mint::new("u").scopes(["mcp"])).await.unwrap();
+    let revoked = tessera.mint(for_here("u").scopes(["mcp"])).await.unwrap();
     tessera.revoke(Revoke::token(&revoked.token)).await.unwrap();
     let used_up = tessera
-        .mint(Mint::new("u").scopes(["mcp"]).max_uses(1))
+        .mint(for_here("u").scopes(["mcp"]).max_uses(1))
         .await
         .unwrap();
     tessera
@@ -189,4 +196,64 @@ async fn every_refused_token_gets_the_same_401() {
     for answer in answers {
         assert_eq!(answer, expected);
     }
+}
+
+#[tokio::test]
+async fn only_tokens_naming_this_resource_pass() {
+    let (_server, tessera, app) = setup().await;
+    let with = |audience: &[&str]| Mint::new("u").scopes(["mcp"]).audience(audience.to_vec());
+    // Spelt otherwise, the same resource (Tessera keeps it canonical).
+    let spelt = tessera
+        .mint(with(&["dev", "HTTPS://MCP.example.com:443/mcp/"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, "/mcp", Some(spelt.token.expose())).await.0,
+        StatusCode::OK
+    );
+    // Valid at Tessera for this client, but not made for this resource.
+    for audience in [&["dev"][..], &["dev", "https://other.example.com/mcp"], &[]] {
+        let minted = tessera.mint(with(audience)).await.unwrap();
+        let (status, challenge, _) = send(&app, "/mcp", Some(minted.token.expose())).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{audience:?}");
+        assert!(
+            challenge
+                .unwrap()
+                .starts_with("Bearer error=\"invalid_token\"")
+        );
+    }
+    assert!(BearerAuth::new(tessera.clone(), "http://mcp.example.com/mcp").is_err());
+    assert!(BearerAuth::new(tessera, "https://mcp.example.com/mcp#x").is_err());
+}
+
+/// As deployed: the layer's client declares the resource in the clients
+/// file, so the orchestrator names only the URI, and Tessera shows the
+/// layer no token for anyone.
+#[tokio::test]
+async fn a_client_serving_the_resource_sees_tokens_for_its_uri() {
+    let (mcp_key, mcp) = Server::client_key("mcp", &["validate", "--resource", RESOURCE]);
+    let (minter_key, minter) = Server::client_key("orchestrator", &["mint"]);
+    let server = Server::start_with(Some(&format!("{mcp}{minter}")), &[]);
+    let client = |key: String| {
+        let url = server.url.clone();
+        async move { Client::builder(url).key(key).connect().await.unwrap() }
+    };
+    let orchestrator = client(minter_key).await;
+    let app = app(client(mcp_key).await);
+    let for_uri = orchestrator
+        .mint(Mint::new("user-42").scopes(["mcp"]).audience([RESOURCE]))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, "/mcp", Some(for_uri.token.expose())).await,
+        (StatusCode::OK, None, "user-42".into())
+    );
+    let for_anyone = orchestrator
+        .mint(Mint::new("u").scopes(["mcp"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        send(&app, "/mcp", Some(for_anyone.token.expose())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }

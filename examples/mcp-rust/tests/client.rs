@@ -87,11 +87,12 @@ async fn rmcp_client_against_the_example_behind_tessera() {
     let server = support::Server::start();
     let tessera = server.client().await;
     let resource = serve_example(tessera.clone()).await;
-    // The audience is who may validate: the example's own Tessera caller,
-    // `dev` in dev mode.
+    // The audience names the example's resource URI, which the layer
+    // checks, and (in dev mode, where its Tessera caller `dev` declares no
+    // resource) that caller, whom Tessera checks.
     let mint = |scopes: &[&str], run: &str| {
         Mint::new("user-42")
-            .audience(["dev"])
+            .audience(["dev", resource.as_str()])
             .scopes(scopes.iter().copied())
             .run_id(run)
     };
@@ -158,4 +159,9 @@ async fn rmcp_client_against_the_example_behind_tessera() {
     let revoked = tessera.revoke(Revoke::run("run-2")).await.unwrap();
     assert_eq!(revoked, 1);
     assert_refused_401(&resource, &in_run).await;
+
+    // (5) Valid at Tessera for `dev`, but not made for this resource: 401.
+    let elsewhere = Mint::new("user-42").audience(["dev", "https://other.example.com/mcp"]);
+    let elsewhere = tessera.mint(elsewhere.scopes(["mcp"])).await.unwrap();
+    assert_refused_401(&resource, &elsewhere).await;
 }

@@ -74,7 +74,11 @@ async fn the_mcp_endpoint_opens_only_to_tessera_tokens() {
 
     // A token without `mcp`: 403 naming it.
     let other = tessera
-        .mint(Mint::new("user-42").scopes(["tool:x"]))
+        .mint(
+            Mint::new("user-42")
+                .audience(["dev", RESOURCE])
+                .scopes(["tool:x"]),
+        )
         .await
         .unwrap();
     let (status, response, _) = call(&app, rpc(Some(&other.token), None, initialize.clone())).await;
@@ -89,7 +93,11 @@ async fn the_mcp_endpoint_opens_only_to_tessera_tokens() {
 
     // A token with `mcp`: the MCP conversation, and the tool sees the grant.
     let minted = tessera
-        .mint(Mint::new("user-42").scopes(["mcp"]))
+        .mint(
+            Mint::new("user-42")
+                .audience(["dev", RESOURCE])
+                .scopes(["mcp"]),
+        )
         .await
         .unwrap();
     let token = Some(&minted.token);

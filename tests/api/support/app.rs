@@ -35,7 +35,14 @@ pub const CLIENTS: &[(&str, &[&str])] = &[
     // An operator who may also mint and claim, but holds no credentials.
     ("root", &["admin", "mint", "claim"]),
     ("scraper", &["metrics"]),
+    ("mcp", &["validate", "claim"]),
 ];
+
+/// The resource URI each resource server among [`CLIENTS`] declares, as
+/// written in the clients file (not canonical, so that the tests see it
+/// canonicalised); [`MCP_RESOURCE`] is its canonical form.
+pub const RESOURCES: &[(&str, &str)] = &[("mcp", "HTTPS://MCP.example.com/mcp/")];
+pub const MCP_RESOURCE: &str = "https://mcp.example.com/mcp";
 
 /// A clients file with a fresh key per client (shared by replicas).
 #[derive(Clone)]
@@ -52,9 +59,14 @@ impl Keys {
         for (id, roles) in CLIENTS {
             let key = ClientKey::generate();
             let roles: Vec<String> = roles.iter().map(|r| format!("{r:?}")).collect();
+            let resource = RESOURCES
+                .iter()
+                .find(|(client, _)| client == id)
+                .map(|(_, uri)| format!("resource = {uri:?}\n"))
+                .unwrap_or_default();
             writeln!(
                 file,
-                "[[clients]]\nid = {id:?}\nkey_sha256 = {:?}\nroles = [{}]\n",
+                "[[clients]]\nid = {id:?}\nkey_sha256 = {:?}\nroles = [{}]\n{resource}",
                 key.sha256_hex(),
                 roles.join(", ")
             )
