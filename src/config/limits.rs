@@ -77,7 +77,11 @@ pub struct Limits {
     /// (a SQLite connection holds up to three files) less 64 (listeners,
     /// runtime, logs, files read), and at least half the limit.
     // (`id`: --db-max-connections's field has this name too.)
-    #[arg(long = "max-connections", id = "client_max_connections", env = "TESSERA_MAX_CONNECTIONS")]
+    #[arg(
+        long = "max-connections",
+        id = "client_max_connections",
+        env = "TESSERA_MAX_CONNECTIONS"
+    )]
     pub max_connections: Option<usize>,
 }
 
@@ -110,5 +114,9 @@ fn open_files_limit() -> u64 {
     // SAFETY: getrlimit only writes the struct it is given.
     let read = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
     // RLIM_INFINITY is the largest value: the ceiling takes it too.
-    if read { limit.rlim_cur.min(CEILING) } else { CEILING }
+    if read {
+        limit.rlim_cur.min(CEILING)
+    } else {
+        CEILING
+    }
 }
