@@ -94,13 +94,19 @@ impl Limits {
         if let Some(cap) = self.max_connections {
             return cap;
         }
-        let limit = open_files_limit();
-        let cap = limit
-            .saturating_sub(3 * u64::from(db_max_connections) + FD_HEADROOM)
-            .max(limit / 2)
-            .max(1);
+        let cap = default_cap(open_files_limit(), db_max_connections);
         usize::try_from(cap).unwrap_or(usize::MAX)
     }
+}
+
+/// The open-files limit less the pool's files and the headroom, and at
+/// least half the limit: a small limit leaves clients half of it rather
+/// than nothing.
+fn default_cap(open_files: u64, db_max_connections: u32) -> u64 {
+    open_files
+        .saturating_sub(3 * u64::from(db_max_connections) + FD_HEADROOM)
+        .max(open_files / 2)
+        .max(1)
 }
 
 /// The process's open-files soft limit; "unlimited" (or unknown) counts as
@@ -118,5 +124,18 @@ fn open_files_limit() -> u64 {
         limit.rlim_cur.min(CEILING)
     } else {
         CEILING
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::default_cap;
+
+    #[test]
+    fn the_default_cap_leaves_room_for_the_pool_and_the_process() {
+        assert_eq!(default_cap(1024, 16), 1024 - 48 - 64);
+        assert_eq!(default_cap(65_536, 16), 65_536 - 48 - 64);
+        assert_eq!(default_cap(128, 16), 64);
+        assert_eq!(default_cap(1, 16), 1);
     }
 }

@@ -348,4 +348,24 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn connection_limits_out_of_range_are_refused_by_name() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        for (flag, value) in [
+            ("--request-head-timeout", "0s"),
+            ("--idle-timeout", "0s"),
+            ("--max-connections", "0"),
+            ("--http2-max-header-list-size", "4096"),
+        ] {
+            let cli = Cli::try_parse_from(["tessera", flag, value]).unwrap();
+            let err = cli.config.check().unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
+    }
 }

@@ -108,11 +108,24 @@ pub(super) async fn connection(
     let head_by = Instant::now() + serving.head_timeout;
     let io = match &serving.tls {
         None => Conn::Plain(tcp),
-        Some(tls) => match timeout_at(head_by, tls.acceptor().accept(tcp)).await {
-            Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
-            Ok(Err(err)) => return debug!(%addr, error = %err, "TLS handshake failed"),
-            Err(_) => return debug!(%addr, "TLS handshake timed out"),
-        },
+        Some(tls) => {
+            let handshake = timeout_at(head_by, tls.acceptor().accept(tcp));
+            let handshake = tokio::select! {
+                handshake = handshake => handshake,
+                _ = stop.wait_for(|stopping| *stopping) => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => Conn::Tls(Box::new(stream)),
+                Ok(Err(err)) => {
+                    debug!(%addr, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    debug!(%addr, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
     };
     let peer = Peer {
         addr: Some(addr),
@@ -135,7 +148,8 @@ pub(super) async fn connection(
         _ = stop.wait_for(|stopping| *stopping) => Close::Stopping,
     };
     if why == Close::Silent {
-        return debug!(%addr, "no request within --request-head-timeout: connection closed");
+        debug!(%addr, "no request within --request-head-timeout: connection closed");
+        return;
     }
     // HTTP/2 says GOAWAY and lets open calls finish; HTTP/1.1 closes once
     // the call in progress, if any, is answered.
