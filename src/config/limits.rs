@@ -80,6 +80,7 @@ pub struct Limits {
     #[arg(
         long = "max-connections",
         id = "client_max_connections",
+        value_name = "N",
         env = "TESSERA_MAX_CONNECTIONS"
     )]
     pub max_connections: Option<usize>,
