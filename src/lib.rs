@@ -23,7 +23,8 @@
 //! - [`door`]: keys, roles and in-flight shares, for gRPC and HTTP alike.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
 //! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
-//! - [`net`]: listening, TLS and its reloads; [`observe`]: metrics and access lines per call.
+//! - [`net`]: listening, TLS and its reloads, serving each connection under
+//!   its deadlines and the connection cap; [`observe`]: metrics and access lines per call.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.

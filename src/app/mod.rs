@@ -11,9 +11,14 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
-use tonic::{service::Routes, transport::Server};
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+    task::JoinHandle,
+};
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
+use tower::Layer;
 use tracing::{info, warn};
 
 use crate::{
@@ -26,7 +31,7 @@ use crate::{
     door::{Admission, Door},
     grpc, http,
     metrics::Metrics,
-    net::{self, tls::Tls},
+    net::{self, Serving, tls::Tls},
     observe::ObserveLayer,
     pb,
     store::{CredentialStore, PgStore, SqliteStore, Store},
@@ -299,6 +304,9 @@ async fn serve<S: Store + CredentialStore + Clone>(
     }
     let grpc_routes = with_fallback(grpc_routes);
 
+    // One cap for every listener: descriptors run out process-wide.
+    let max_connections = limits.connection_cap(config.database.max_connections);
+    let slots = Arc::new(Semaphore::new(max_connections));
     info!(
         addr = %app.local_addr(),
         http = %app.http_addr().map_or("beside gRPC".to_owned(), |addr| addr.to_string()),
@@ -307,6 +315,7 @@ async fn serve<S: Store + CredentialStore + Clone>(
         dev = clients.is_dev(),
         credentials = if app.keyring.is_some() { "on" } else { "off (no --seal-key)" },
         database = %crate::config::redact_url(&config.database.url),
+        max_connections,
         "serving"
     );
     drop(clients);
@@ -330,34 +339,37 @@ async fn serve<S: Store + CredentialStore + Clone>(
             let _ = grace.wait_for(|stopping| *stopping).await;
         }
     };
+    let observed = |routes: Routes| ObserveLayer(metrics.clone()).layer(routes.prepare());
+    let main = net::serve(
+        app.listeners,
+        Arc::new(Serving::new(limits, observed(grpc_routes), app.tls.clone())),
+        slots.clone(),
+        signal,
+    );
     let server = async {
-        let main = server(limits, &metrics)
-            .add_routes(grpc_routes)
-            .serve_with_incoming_shutdown(net::incoming(app.listeners, app.tls.clone()), signal);
         match app.http_listeners {
             None => main.await,
             Some(listeners) => {
-                let apart = server(limits, &metrics)
-                    .add_routes(with_fallback(Routes::from(face)))
-                    .serve_with_incoming_shutdown(
-                        net::incoming(listeners, app.tls.clone()),
-                        stopping_too,
-                    );
-                tokio::try_join!(main, apart).map(|_| ())
+                let face = Serving::new(
+                    limits,
+                    observed(with_fallback(Routes::from(face))),
+                    app.tls.clone(),
+                );
+                let apart = net::serve(listeners, Arc::new(face), slots, stopping_too);
+                tokio::join!(main, apart);
             }
         }
     };
     let grace_period = limits.shutdown_grace;
-    let result = tokio::select! {
-        result = server => result.map_err(anyhow::Error::from),
+    tokio::select! {
+        () = server => {}
         _ = async {
             let _ = grace.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(grace_period).await;
         } => {
             warn!(grace = ?grace_period, "calls still in flight after the grace period; exiting");
-            Ok(())
         }
-    };
+    }
     for task in background {
         stop_task(task).await;
     }
@@ -368,23 +380,7 @@ async fn serve<S: Store + CredentialStore + Clone>(
     // Connections a call still holds are not waited for past the grace period.
     let _ = tokio::time::timeout(grace_period, store.close()).await;
     info!("stopped");
-    result.context("serving")
-}
-
-/// A server with the configured limits, observed; gRPC and HTTP/1.1 alike.
-fn server(
-    limits: &Limits,
-    metrics: &Arc<Metrics>,
-) -> Server<tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>> {
-    Server::builder()
-        .accept_http1(true)
-        .timeout(limits.request_timeout)
-        .max_concurrent_streams(limits.http2_max_concurrent_streams)
-        .http2_max_header_list_size(limits.http2_max_header_list_size)
-        .http2_max_pending_accept_reset_streams(Some(limits.http2_max_pending_resets))
-        .http2_keepalive_interval(Some(limits.http2_keepalive_interval))
-        .http2_keepalive_timeout(Some(limits.http2_keepalive_timeout))
-        .layer(ObserveLayer(metrics.clone()))
+    Ok(())
 }
 
 /// Unknown paths: UNIMPLEMENTED for gRPC, 404 for HTTP.

@@ -134,6 +134,23 @@ impl Config {
             "--body-timeout must be positive"
         );
         anyhow::ensure!(
+            self.limits.http2_max_header_list_size >= 8192,
+            "--http2-max-header-list-size must be at least 8192 (it also bounds an HTTP/1.1 \
+             request head, whose read buffer is at least 8 KiB)"
+        );
+        anyhow::ensure!(
+            !self.limits.request_head_timeout.is_zero(),
+            "--request-head-timeout must be positive"
+        );
+        anyhow::ensure!(
+            !self.limits.idle_timeout.is_zero(),
+            "--idle-timeout must be positive"
+        );
+        anyhow::ensure!(
+            self.limits.max_connections.is_none_or(|n| n > 0),
+            "--max-connections must be positive"
+        );
+        anyhow::ensure!(
             self.max_ttl <= MAX_MAX_TTL,
             "--max-ttl must be at most 3650d: a token should not outlive its system"
         );
@@ -330,5 +347,25 @@ mod tests {
             err.contains("64 hex digits") && !err.contains("not-hex-secret"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn connection_limits_out_of_range_are_refused_by_name() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            config: Config,
+        }
+        for (flag, value) in [
+            ("--request-head-timeout", "0s"),
+            ("--idle-timeout", "0s"),
+            ("--max-connections", "0"),
+            ("--http2-max-header-list-size", "4096"),
+        ] {
+            let cli = Cli::try_parse_from(["tessera", flag, value]).unwrap();
+            let err = cli.config.check().unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
     }
 }

@@ -1,5 +1,5 @@
-//! The stream of connections the server serves: accepted on every listener
-//! at once, each TLS handshake on a task of its own so that a slow or
+//! Accepting: on every listener at once, each connection under
+//! --max-connections and served on a task of its own, so that a slow or
 //! silent client delays nobody else's.
 
 use std::{
@@ -14,21 +14,18 @@ use std::{
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{Semaphore, watch},
 };
-use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::Connected;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use super::tls::Tls;
+use super::serve::{Serving, connection};
 
-/// Longest a client may take to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections accepted (and handshaken) but not yet taken by the server.
-const BACKLOG: usize = 128;
+/// How long accept waits after a failure that is not one connection's
+/// (out of descriptors, most likely) before it tries again.
+const BACKOFF: Duration = Duration::from_millis(100);
 
 /// A client connection, in the clear or over TLS.
-pub enum Conn {
+pub(super) enum Conn {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
 }
@@ -40,69 +37,62 @@ pub struct Peer {
     pub tls: bool,
 }
 
-impl Connected for Conn {
-    type ConnectInfo = Peer;
-
-    fn connect_info(&self) -> Peer {
-        match self {
-            Conn::Plain(tcp) => Peer {
-                addr: tcp.peer_addr().ok(),
-                tls: false,
-            },
-            Conn::Tls(tls) => Peer {
-                addr: tls.get_ref().0.peer_addr().ok(),
-                tls: true,
-            },
+/// Accepts on `listener` until `stop` turns true, each connection taking
+/// one of `slots` first: at the cap, new connections wait in the kernel's
+/// listen backlog, not in this process. The listener closes on return.
+pub(super) async fn accept(
+    listener: TcpListener,
+    serving: Arc<Serving>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Failures since the last success: a burst is logged once, not each try.
+    let mut failures = 0u64;
+    loop {
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => slot.expect("the slots are never closed"),
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopping| *stopping) => return,
+        };
+        match accepted {
+            Ok((tcp, addr)) => {
+                if failures > 0 {
+                    info!(failures, "accepting connections again");
+                    failures = 0;
+                }
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(connection(tcp, addr, serving.clone(), slot, stop.clone()));
+            }
+            // The client gave up before it was accepted: its own loss only.
+            Err(err) if one_connection(&err) => debug!(error = %err, "accept: connection lost"),
+            Err(err) => {
+                if failures == 0 {
+                    warn!(
+                        error = %err,
+                        "accept failed; retrying every 100 ms, logged again when it succeeds"
+                    );
+                }
+                failures += 1;
+                drop(slot);
+                tokio::select! {
+                    () = tokio::time::sleep(BACKOFF) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
+            }
         }
     }
 }
 
-/// Accepts on every listener until the returned stream is dropped (the
-/// server stops accepting at shutdown).
-pub fn incoming(
-    listeners: Vec<TcpListener>,
-    tls: Option<Arc<Tls>>,
-) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = mpsc::channel(BACKLOG);
-    for listener in listeners {
-        tokio::spawn(accept(listener, tls.clone(), tx.clone()));
-    }
-    ReceiverStream::new(rx)
-}
-
-async fn accept(listener: TcpListener, tls: Option<Arc<Tls>>, tx: mpsc::Sender<io::Result<Conn>>) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = tx.closed() => return,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // Out of file descriptors, most likely: wait rather than spin.
-                warn!(error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let Some(tls) = &tls else {
-            if tx.send(Ok(Conn::Plain(tcp))).await.is_err() {
-                return;
-            }
-            continue;
-        };
-        let (acceptor, tx) = (tls.acceptor(), tx.clone());
-        tokio::spawn(async move {
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => {
-                    let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
-                }
-                Ok(Err(err)) => debug!(%peer, error = %err, "TLS handshake failed"),
-                Err(_) => debug!(%peer, "TLS handshake timed out"),
-            }
-        });
-    }
+fn one_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+    )
 }
 
 impl AsyncRead for Conn {

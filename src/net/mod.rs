@@ -1,18 +1,50 @@
 //! Listening: resolve the configured address, bind, accept (with TLS when
-//! configured), and tell the server who is on the other end.
+//! configured), serve each connection, and tell the server who is on the
+//! other end.
 
 mod client;
 mod incoming;
+mod serve;
 pub mod tls;
 
-use std::net::SocketAddr;
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{Semaphore, watch},
+};
 use tracing::warn;
 
 pub use client::ClientTls;
-pub use incoming::{Conn, Peer, incoming};
+pub use incoming::Peer;
+pub use serve::Serving;
+
+/// Serves `listeners` until `shutdown` resolves, then closes them and waits
+/// for the connections to end: calls in flight finish, idle connections
+/// are told to go. `slots` bounds the connections open at once, shared by
+/// every listener set of the process.
+pub async fn serve(
+    listeners: Vec<TcpListener>,
+    serving: Arc<Serving>,
+    slots: Arc<Semaphore>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (stopping, stop) = watch::channel(false);
+    for listener in listeners {
+        tokio::spawn(incoming::accept(
+            listener,
+            serving.clone(),
+            slots.clone(),
+            stop.clone(),
+        ));
+    }
+    drop(stop);
+    shutdown.await;
+    let _ = stopping.send(true);
+    // Every accept loop and connection holds a receiver.
+    stopping.closed().await;
+}
 
 /// Binds every address `addr` (`host:port`) resolves to, so that
 /// `localhost:50051` serves both 127.0.0.1 and ::1. An address that cannot

@@ -8,6 +8,7 @@ mod attacks;
 mod auth;
 mod cache;
 mod conformance;
+mod connections;
 mod credentials;
 mod credentials_race;
 mod credentials_store;

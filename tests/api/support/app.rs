@@ -104,6 +104,9 @@ pub struct Options {
     pub http_listen: Option<&'static str>,
     /// `--seal-key`: the Credentials service is off without one.
     pub seal_key: Option<PathBuf>,
+    pub request_head_timeout: &'static str,
+    pub idle_timeout: &'static str,
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Options {
@@ -122,6 +125,9 @@ impl Default for Options {
             tls: Default::default(),
             http_listen: None,
             seal_key: None,
+            request_head_timeout: "10s",
+            idle_timeout: "60s",
+            max_connections: None,
         }
     }
 }
@@ -150,6 +156,9 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
             http2_max_pending_resets: 32,
             http2_keepalive_interval: Duration::from_secs(30),
             http2_keepalive_timeout: Duration::from_secs(10),
+            request_head_timeout: d(options.request_head_timeout),
+            idle_timeout: d(options.idle_timeout),
+            max_connections: options.max_connections,
         },
         clients,
         default_ttl: d(options.default_ttl),

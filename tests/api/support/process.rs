@@ -31,7 +31,37 @@ impl Process {
         rust_log: &str,
         extra: &[&str],
     ) -> Self {
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        Self::spawn_limited(url, clients, rust_log, extra, None).await
+    }
+
+    /// As `spawn_with`, with the open-files limit (soft and hard) at
+    /// `open_files` when given.
+    pub async fn spawn_limited(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+        open_files: Option<u64>,
+    ) -> Self {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+        if let Some(open_files) = open_files {
+            let limit = libc::rlimit {
+                rlim_cur: open_files,
+                rlim_max: open_files,
+            };
+            // SAFETY: setrlimit is async-signal-safe, and `limit` is a
+            // plain copy; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(extra)
             .arg("--database-url")
