@@ -373,7 +373,8 @@ async fn serve<S: Store + CredentialStore + Clone>(
     for task in background {
         stop_task(task).await;
     }
-    // The uses of the last second, then the pool.
+    // The replays and uses of the last second, then the pool.
+    authority.finish_replays(grace_period).await;
     if let Err(err) = authority.record_usage().await {
         warn!(error = %err, "last_used_at of the last second not recorded");
     }

@@ -15,7 +15,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tracing::warn;
 
 use super::{Authority, operators};
@@ -44,6 +44,8 @@ pub(super) struct Replays {
     /// every replay is followed by a whole revocation of its run, and a run
     /// replayed in a loop has at most one running.
     revoking: Arc<Mutex<HashMap<(String, String), bool>>>,
+    /// Set at shutdown: replays waiting for their second are counted now.
+    now: watch::Sender<bool>,
 }
 
 impl Default for Replays {
@@ -52,6 +54,7 @@ impl Default for Replays {
             counting: Arc::new(Semaphore::new(COUNTING)),
             backlog: Arc::new(Semaphore::new(REPLAY_BACKLOG)),
             revoking: Arc::default(),
+            now: watch::Sender::new(false),
         }
     }
 }
@@ -77,8 +80,12 @@ impl<S: Store> Authority<S> {
             return;
         };
         let (store, counting) = (self.store.clone(), self.replays.counting.clone());
+        let mut now = self.replays.now.subscribe();
         tokio::spawn(async move {
-            tokio::time::sleep(until_next_second()).await;
+            tokio::select! {
+                () = tokio::time::sleep(until_next_second()) => {}
+                _ = now.wait_for(|now| *now) => {}
+            }
             let Ok(_running) = counting.acquire().await else {
                 return;
             };
@@ -98,6 +105,20 @@ impl<S: Store> Authority<S> {
             }
             .write();
         });
+    }
+
+    /// At shutdown: counts the replays still waiting for their second at
+    /// once, and returns when they are written, or after `within`.
+    pub async fn finish_replays(&self, within: Duration) {
+        let replays = &self.replays;
+        replays.now.send_replace(true);
+        let waiting = u32::try_from(REPLAY_BACKLOG).unwrap_or(u32::MAX);
+        let running = u32::try_from(COUNTING).unwrap_or(u32::MAX);
+        let _ = tokio::time::timeout(within, async {
+            let _queued = replays.backlog.acquire_many(waiting).await;
+            let _counted = replays.counting.acquire_many(running).await;
+        })
+        .await;
     }
 
     /// The run of a replayed grant is presumed compromised: every live grant

@@ -242,8 +242,11 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let open = Open::new(&self.calls);
         request.extensions_mut().insert(self.peer);
+        // The caller's own deadline, when shorter, as tonic's server kept it.
+        let limit = grpc_timeout(request.headers()).map_or(self.serving.request_timeout, |asked| {
+            asked.min(self.serving.request_timeout)
+        });
         let call = self.serving.service.clone().oneshot(request);
-        let limit = self.serving.request_timeout;
         Box::pin(async move {
             let response = match timeout(limit, call).await {
                 Ok(Ok(response)) => response,
@@ -254,6 +257,27 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
             Ok(response.map(|body| Counted { body, _open: open }))
         })
     }
+}
+
+/// A gRPC caller's deadline, from its `grpc-timeout` header: one to eight
+/// digits and a unit (gRPC over HTTP/2, "Requests"). Anything else is no
+/// deadline, as in tonic.
+fn grpc_timeout(headers: &hyper::HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
 }
 
 /// A response body that keeps its call open until it is sent.
@@ -279,5 +303,27 @@ impl Body for Counted {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_callers_grpc_timeout() {
+        let of = |value: &str| {
+            let mut headers = hyper::HeaderMap::new();
+            headers.insert("grpc-timeout", value.parse().unwrap());
+            grpc_timeout(&headers)
+        };
+        assert_eq!(of("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(of("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(of("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(of(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&hyper::HeaderMap::new()), None);
     }
 }
