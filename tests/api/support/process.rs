@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use tessera::config::LogFormat;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     task::JoinHandle,
@@ -31,8 +32,29 @@ impl Process {
         rust_log: &str,
         extra: &[&str],
     ) -> Self {
+        Self::spawn_logging(url, clients, rust_log, extra, LogFormat::Json).await
+    }
+
+    /// As [`Self::spawn_with`], with `--log-format` `format`.
+    pub async fn spawn_logging(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+        format: LogFormat,
+    ) -> Self {
+        let format_flag = match format {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        };
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                format_flag,
+            ])
             .args(extra)
             .arg("--database-url")
             .arg(url)
@@ -53,9 +75,22 @@ impl Process {
                 .unwrap()
                 .expect("server exited before serving");
             log.lock().unwrap().push(line.clone());
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["message"] == "serving" {
-                break entry["addr"].as_str().unwrap().parse().unwrap();
+            let addr = match format {
+                LogFormat::Json => {
+                    let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    (entry["message"] == "serving")
+                        .then(|| entry["addr"].as_str().map(str::to_owned))
+                }
+                LogFormat::Text => super::text_log::parse(&line)
+                    .ok()
+                    .filter(|line| line.message == "serving")
+                    .map(|line| line.get("addr").map(str::to_owned)),
+            };
+            if let Some(addr) = addr {
+                break addr
+                    .expect("the serving line names its address")
+                    .parse()
+                    .unwrap();
             }
         };
         let sink = log.clone();
