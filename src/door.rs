@@ -54,6 +54,15 @@ pub struct Door {
     metrics: Arc<Metrics>,
 }
 
+/// A call the door turned away: why, and the client that made it when
+/// its key named one (it lacked the method's role), so that the call's
+/// access line names the client its audit line names.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: AuthError,
+    pub client: Option<Arc<Caller>>,
+}
+
 /// Held while a call is served.
 pub struct Permits {
     _held: [OwnedSemaphorePermit; 2],
@@ -83,7 +92,7 @@ impl Door {
         method: &'static str,
         credentials: Credentials<'_>,
         role: Option<Role>,
-    ) -> Result<Arc<Caller>, AuthError> {
+    ) -> Result<Arc<Caller>, Refused> {
         let clients = self.clients.get();
         let caller = credentials
             .key
@@ -107,7 +116,10 @@ impl Door {
                 }
                 .write();
                 self.metrics.auth_failure(interface, "unauthenticated");
-                AuthError::Unauthenticated
+                Refused {
+                    error: AuthError::Unauthenticated,
+                    client: None,
+                }
             })?;
         if let Some(role) = role.filter(|&role| !caller.has(role)) {
             Event::Authorize {
@@ -118,7 +130,10 @@ impl Door {
             }
             .write();
             self.metrics.auth_failure(interface, "permission_denied");
-            return Err(AuthError::PermissionDenied(role));
+            return Err(Refused {
+                error: AuthError::PermissionDenied(role),
+                client: Some(caller),
+            });
         }
         Ok(caller)
     }

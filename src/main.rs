@@ -121,7 +121,10 @@ async fn rekey(
     use tessera::credentials::{Keyring, rekey::rekey};
     let _logs = telemetry::init(tessera::config::LogFormat::Text);
     let keyring = Keyring::load(seal_key)?;
-    let report = match Backend::open(database)? {
+    let backend = Backend::open(database)?;
+    // Nothing is resealed under a key the servers do not share.
+    backend.prove_keys(&keyring, seal_key).await?;
+    let report = match backend {
         Backend::Postgres(store) => rekey(&store, &keyring, batch).await,
         Backend::Sqlite(store) => rekey(&store, &keyring, batch).await,
     }?;

@@ -1,5 +1,7 @@
 //! Log set-up. `RUST_LOG` picks levels (default `info`); `--log-format`
-//! picks text or JSON lines (see [`json`]).
+//! picks text (see [`text`]) or JSON lines (see [`json`]). In both, a
+//! field's value is written so that no text inside it, whoever wrote that
+//! text, can end the value, add a field or start a line.
 //!
 //! Lines are formatted on the calling thread but written to stderr by a
 //! thread of their own, so a slow terminal or log pipe never holds up a
@@ -15,6 +17,7 @@ use tracing_subscriber::{EnvFilter, fmt};
 use crate::config::LogFormat;
 
 pub mod json;
+pub mod text;
 
 /// Installs the subscriber. Keep the guard until the process ends: dropping
 /// it flushes the lines still queued.
@@ -30,7 +33,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
         .with_writer(writer);
     // A second init (tests start several servers in one process) keeps the first.
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(text::TextFields).try_init(),
         LogFormat::Json => builder.event_format(json::JsonLines).try_init(),
     };
     guard

@@ -7,6 +7,7 @@ mod tasks;
 use std::{
     future::Future,
     net::SocketAddr,
+    path::Path,
     sync::{Arc, atomic::AtomicBool},
 };
 
@@ -27,7 +28,7 @@ use crate::{
     cache::{Cached, GrantCache},
     clients::{Clients, Directory},
     config::{Config, DatabaseConfig, Limits},
-    credentials::{Credentials, Keyring},
+    credentials::{Credentials, Keyring, keycheck},
     door::{Admission, Door},
     grpc, http,
     metrics::Metrics,
@@ -66,6 +67,17 @@ impl Backend {
             Self::Sqlite(store) => store.migrate().await,
         }
         .context("applying migrations")
+    }
+
+    /// Proves the `--seal-key` keys against what their ids sealed (see
+    /// [`crate::credentials::keycheck`]): a server that would seal
+    /// credentials the other replicas cannot open does not start.
+    pub async fn prove_keys(&self, keyring: &Keyring, path: &Path) -> anyhow::Result<()> {
+        match self {
+            Self::Postgres(store) => keycheck::prove(store, keyring).await,
+            Self::Sqlite(store) => keycheck::prove(store, keyring).await,
+        }
+        .with_context(|| format!("--seal-key {}", path.display()))
     }
 
     /// With `--no-migrate`, the schema must be there already: a server
@@ -120,6 +132,9 @@ impl App {
             backend.ensure_migrated().await?;
         } else {
             backend.migrate().await?;
+        }
+        if let (Some(keyring), Some(path)) = (&keyring, &config.seal_key) {
+            backend.prove_keys(keyring, path).await?;
         }
         let listeners = net::bind("--listen", &config.listen).await?;
         config.check_exposure("--listen", &net::local_addrs(&listeners))?;

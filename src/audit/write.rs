@@ -3,9 +3,10 @@
 //! event of a kind has the same shape, and a reader of the logs (or of
 //! tests/api/logs.rs) can find that shape in one match.
 //!
-//! How a field is recorded is part of the shape: `%` (its text) or a `&str`
-//! both write a JSON string, but text lines quote a `&str` and not a `%`
-//! value. The choices below are the ones the lines have always had.
+//! Strings, however recorded (`%` or a `&str`), are written as strings:
+//! a JSON string, or a quoted and escaped value in text lines (see
+//! [`crate::telemetry::text`]), so caller text in a subject, a label or a
+//! bearer id can never add a field or a line.
 
 use super::{Event, labels};
 use crate::store::RevokeTarget;

@@ -27,6 +27,10 @@ use crate::store::credentials::Sealed;
 const FORMAT: u8 = 1;
 const NONCE: usize = 24;
 const DOMAIN: &[u8] = b"tessera/v1 credential";
+/// Associated data of a key-check value (see [`Keyring::seal_check`]).
+const CHECK_DOMAIN: &[u8] = b"tessera/v1 seal key check";
+/// What a key-check value seals: fixed, since only the key matters.
+const CHECK: &[u8] = b"this database's key under this id";
 /// Bytes in a key id.
 const MAX_KEY_ID: usize = 32;
 
@@ -109,27 +113,17 @@ impl Keyring {
         &self.current
     }
 
+    /// Every key id of the file, the current one first.
+    pub fn key_ids(&self) -> &[String] {
+        &self.order
+    }
+
     /// Seals `secret` for `slot` at `version` under the current key.
     pub fn seal(&self, slot: &Slot, version: u64, secret: &Secret) -> Sealed {
-        let mut nonce = [0u8; NONCE];
-        crate::token::os_random(&mut nonce);
-        let plaintext = secret.encode();
-        let ciphertext = self.keys[&self.current]
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: &plaintext,
-                    aad: &aad(slot, version),
-                },
-            )
-            .expect("XChaCha20-Poly1305 encrypts any secret under 256 GiB");
-        let mut bytes = Vec::with_capacity(1 + NONCE + ciphertext.len());
-        bytes.push(FORMAT);
-        bytes.extend_from_slice(&nonce);
-        bytes.extend_from_slice(&ciphertext);
+        let cipher = &self.keys[&self.current];
         Sealed {
             key_id: self.current.clone(),
-            bytes,
+            bytes: seal_bytes(cipher, &secret.encode(), &aad(slot, version)),
         }
     }
 
@@ -140,23 +134,60 @@ impl Keyring {
             .get(&sealed.key_id)
             .ok_or_else(|| Unsealable::UnknownKey(sealed.key_id.clone()))?;
         let corrupt = || Unsealable::Corrupt(sealed.key_id.clone());
-        let rest = match sealed.bytes.split_first() {
-            Some((&FORMAT, rest)) if rest.len() >= NONCE => rest,
-            _ => return Err(corrupt()),
-        };
-        let (nonce, ciphertext) = rest.split_at(NONCE);
-        let nonce = XNonce::try_from(nonce).map_err(|_| corrupt())?;
-        let plaintext = cipher
-            .decrypt(
-                &nonce,
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad(slot, version),
-                },
-            )
-            .map_err(|_| corrupt())?;
+        let plaintext =
+            open_bytes(cipher, &sealed.bytes, &aad(slot, version)).ok_or_else(corrupt)?;
         Secret::decode(&plaintext).ok_or_else(corrupt)
     }
+
+    /// A key-check value for `key_id`: a fixed text sealed under that key
+    /// and bound to its id. The database keeps the first one written for
+    /// each id, and only the same key opens it: see
+    /// [`crate::credentials::keycheck`]. `None` if the file lacks the id.
+    pub fn seal_check(&self, key_id: &str) -> Option<Vec<u8>> {
+        let cipher = self.keys.get(key_id)?;
+        Some(seal_bytes(cipher, CHECK, &check_aad(key_id)))
+    }
+
+    /// Whether this file's key `key_id` opens `sealed` as that id's
+    /// key-check value.
+    pub fn opens_check(&self, key_id: &str, sealed: &[u8]) -> bool {
+        self.keys.get(key_id).is_some_and(|cipher| {
+            open_bytes(cipher, sealed, &check_aad(key_id)).is_some_and(|text| text == CHECK)
+        })
+    }
+}
+
+/// `FORMAT || nonce || ciphertext` of `msg` under `cipher`, bound to `aad`.
+fn seal_bytes(cipher: &XChaCha20Poly1305, msg: &[u8], aad: &[u8]) -> Vec<u8> {
+    let mut nonce = [0u8; NONCE];
+    crate::token::os_random(&mut nonce);
+    let ciphertext = cipher
+        .encrypt(&XNonce::from(nonce), Payload { msg, aad })
+        .expect("XChaCha20-Poly1305 encrypts any secret under 256 GiB");
+    let mut bytes = Vec::with_capacity(1 + NONCE + ciphertext.len());
+    bytes.push(FORMAT);
+    bytes.extend_from_slice(&nonce);
+    bytes.extend_from_slice(&ciphertext);
+    bytes
+}
+
+/// What [`seal_bytes`] sealed, if `cipher` and `aad` are the ones it used.
+fn open_bytes(cipher: &XChaCha20Poly1305, bytes: &[u8], aad: &[u8]) -> Option<Vec<u8>> {
+    let rest = match bytes.split_first() {
+        Some((&FORMAT, rest)) if rest.len() >= NONCE => rest,
+        _ => return None,
+    };
+    let (nonce, msg) = rest.split_at(NONCE);
+    let nonce = XNonce::try_from(nonce).ok()?;
+    cipher.decrypt(&nonce, Payload { msg, aad }).ok()
+}
+
+fn check_aad(key_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(CHECK_DOMAIN.len() + 8 + key_id.len());
+    aad.extend_from_slice(CHECK_DOMAIN);
+    aad.extend_from_slice(&(key_id.len() as u64).to_be_bytes());
+    aad.extend_from_slice(key_id.as_bytes());
+    aad
 }
 
 /// The row a ciphertext belongs to, each part length-prefixed so that no
@@ -231,6 +262,25 @@ mod tests {
         let mut tampered = sealed.clone();
         *tampered.bytes.last_mut().unwrap() ^= 1;
         assert!(ring.open(&slot("c", "b", "n"), 3, &tampered).is_err());
+    }
+
+    #[test]
+    fn a_key_check_opens_only_under_the_same_key_and_id() {
+        let ring = Keyring::parse(&format!("{K1}\n{K2}")).unwrap();
+        assert_eq!(ring.key_ids(), ["k1", "k2"]);
+        let check = ring.seal_check("k1").unwrap();
+        assert!(ring.opens_check("k1", &check));
+        assert!(!ring.opens_check("k2", &check), "bound to its id");
+        let impostor = Keyring::parse(&format!("k1:{}", "03".repeat(32))).unwrap();
+        assert!(!impostor.opens_check("k1", &check), "another key under k1");
+        assert!(!ring.opens_check("k1", &impostor.seal_check("k1").unwrap()));
+        assert!(!ring.opens_check("k3", &check) && ring.seal_check("k3").is_none());
+        let mut tampered = check.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert!(!ring.opens_check("k1", &tampered));
+        // A credential's bytes are not a check value, nor the reverse.
+        let sealed = ring.seal(&slot("c", "b", "n"), 1, &secret());
+        assert!(!ring.opens_check("k1", &sealed.bytes));
     }
 
     #[test]

@@ -13,12 +13,14 @@
 //! Every decision that races is one conditional statement in the store.
 //!
 //! Layout: [`secret`] the secret and its limits, [`keyring`] sealing under
-//! the `--seal-key` keys, [`input`] the other limits, [`lease`] lease ids and
+//! the `--seal-key` keys, [`keycheck`] proving them against the database
+//! at start, [`input`] the other limits, [`lease`] lease ids and
 //! the refresh outcome, [`rekey`] re-sealing under a new key.
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 pub mod input;
+pub mod keycheck;
 pub mod keyring;
 pub mod lease;
 pub mod rekey;

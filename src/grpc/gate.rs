@@ -166,7 +166,14 @@ where
         };
         let caller = match self.door.admit("grpc", method, credentials, role) {
             Ok(caller) => caller,
-            Err(err) => return Box::pin(async move { Ok(Status::from(err).into_http()) }),
+            Err(refused) => {
+                let response = Status::from(refused.error).into_http();
+                let response = match refused.client {
+                    Some(client) => served(response, client),
+                    None => response,
+                };
+                return Box::pin(async move { Ok(response) });
+            }
         };
         // The service that was made ready serves this call; the clone left
         // behind is made ready for the next one.

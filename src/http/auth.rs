@@ -1,8 +1,8 @@
 //! Client authentication on the OAuth endpoints (RFC 6749 section 2.3.1):
 //! the Tessera client key as `Authorization: Bearer <key>`, as HTTP Basic
 //! `client_id:key` (`client_secret_basic`), or as the form fields
-//! `client_id` and `client_secret` (`client_secret_post`). Exactly one
-//! method per request.
+//! `client_id` and `client_secret` (`client_secret_post`, both required).
+//! Exactly one method per request.
 
 use axum::http::{HeaderMap, header::AUTHORIZATION};
 use base64::Engine;

@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::{
     authority::{Authority, Error},
     clients::{AuthError, Role},
-    door::{Credentials, Door},
+    door::{Credentials, Door, Refused},
     grpc::Served,
     input::InvalidInput,
     metrics::Metrics,
@@ -167,9 +167,10 @@ fn invalid(err: &InvalidInput) -> Response {
 }
 
 /// A refused caller: 401 with the challenges for how it tried, or 403 for
-/// a client without the endpoint's role.
-fn refused(err: AuthError, scheme: auth::Scheme) -> Response {
-    match err {
+/// a client without the endpoint's role (named in the access line).
+fn refused(refusal: Refused, scheme: auth::Scheme) -> Response {
+    let err = refusal.error;
+    let response = match err {
         AuthError::Unauthenticated => {
             let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
             for challenge in auth::challenges(scheme) {
@@ -185,6 +186,10 @@ fn refused(err: AuthError, scheme: auth::Scheme) -> Response {
             "access_denied",
             Some(&err.to_string()),
         ),
+    };
+    match refusal.client {
+        Some(client) => oauth::served(response, client),
+        None => response,
     }
 }
 

@@ -142,7 +142,9 @@ pub fn metadata_path(issuer: &str) -> String {
 }
 
 /// The caller, admitted with `role`, and its form. Credentials in the
-/// headers are checked before the body is read; form credentials after.
+/// headers are checked before the body is read; form credentials after,
+/// and only whole: a `client_secret` without its `client_id` is refused
+/// before any key is looked at.
 pub(super) async fn authenticated<S: Store>(
     face: &Face<S>,
     method: &'static str,
@@ -182,6 +184,18 @@ pub(super) async fn authenticated<S: Store>(
             )?,
             _ => caller,
         },
+        // RFC 6749 2.3.1: client_secret_post sends the id with the secret.
+        // Without it the request lacks a parameter, which RFC 6749 5.2
+        // names `invalid_request` (400); `invalid_client` (401) is for
+        // credentials that were complete and failed.
+        None if secret.is_some() && id.is_none_or(str::is_empty) => {
+            let err = InvalidInput::new(
+                "client_id",
+                "is required with client_secret (RFC 6749 2.3.1): send both, or the key \
+                 alone as `Authorization: Bearer`",
+            );
+            return Err(invalid(&err));
+        }
         None => admit(Ok(secret), id, auth::Scheme::Post)?,
     };
     Ok((caller, form))

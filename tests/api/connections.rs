@@ -309,7 +309,7 @@ async fn accept_backs_off_when_descriptors_run_out() {
         keys.file.path(),
         "info",
         &["--request-head-timeout", "1s", "--max-connections", "1000"],
-        Some(128),
+        128,
     )
     .await;
     let mut silent = Vec::new();

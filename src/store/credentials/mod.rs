@@ -180,6 +180,9 @@ pub trait CredentialStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool>> + Send;
 }
 
+mod checks;
 mod implement;
 
+pub use checks::SealChecks;
+pub(crate) use checks::implement_checks;
 pub(crate) use implement::implement;

@@ -8,6 +8,7 @@ mod db;
 mod faults;
 pub mod http;
 mod process;
+pub mod text_log;
 pub mod tls;
 
 use std::time::Duration;

@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use tessera::config::LogFormat;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     task::JoinHandle,
@@ -31,18 +32,52 @@ impl Process {
         rust_log: &str,
         extra: &[&str],
     ) -> Self {
-        Self::spawn_limited(url, clients, rust_log, extra, None).await
+        Self::start(url, clients, rust_log, extra, LogFormat::Json, None).await
     }
 
     /// As `spawn_with`, with the open-files limit (soft and hard) at
-    /// `open_files` when given.
+    /// `open_files`.
     pub async fn spawn_limited(
         url: &str,
         clients: &std::path::Path,
         rust_log: &str,
         extra: &[&str],
+        open_files: u64,
+    ) -> Self {
+        Self::start(
+            url,
+            clients,
+            rust_log,
+            extra,
+            LogFormat::Json,
+            Some(open_files),
+        )
+        .await
+    }
+
+    /// As [`Self::spawn_with`], with `--log-format` `format`.
+    pub async fn spawn_logging(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+        format: LogFormat,
+    ) -> Self {
+        Self::start(url, clients, rust_log, extra, format, None).await
+    }
+
+    async fn start(
+        url: &str,
+        clients: &std::path::Path,
+        rust_log: &str,
+        extra: &[&str],
+        format: LogFormat,
         open_files: Option<u64>,
     ) -> Self {
+        let format_flag = match format {
+            LogFormat::Json => "json",
+            LogFormat::Text => "text",
+        };
         let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
         if let Some(open_files) = open_files {
             let limit = libc::rlimit {
@@ -62,7 +97,13 @@ impl Process {
             }
         }
         let mut child = command
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--log-format",
+                format_flag,
+            ])
             .args(extra)
             .arg("--database-url")
             .arg(url)
@@ -83,9 +124,25 @@ impl Process {
                 .unwrap()
                 .expect("server exited before serving");
             log.lock().unwrap().push(line.clone());
-            let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if entry["message"] == "serving" {
-                break entry["addr"].as_str().unwrap().parse().unwrap();
+            let addr = match format {
+                LogFormat::Json => {
+                    let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                    (entry["message"] == "serving")
+                        .then(|| entry["addr"].as_str().map(str::to_owned))
+                }
+                // Read loosely: the tests of the text format judge it, not this.
+                LogFormat::Text => line.contains(": serving ").then(|| {
+                    let (_, rest) = line.split_once(" addr=")?;
+                    let addr = rest.trim_start_matches('"');
+                    let end = addr.find(['"', ' ']).unwrap_or(addr.len());
+                    Some(addr[..end].to_owned())
+                }),
+            };
+            if let Some(addr) = addr {
+                break addr
+                    .expect("the serving line names its address")
+                    .parse()
+                    .unwrap();
             }
         };
         let sink = log.clone();
