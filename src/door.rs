@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     audit::{AuthFailure, Event},
-    clients::{AuthError, Caller, Directory, Role},
+    clients::{AuthError, Caller, Directory, Role, Unauthenticated},
     metrics::Metrics,
 };
 
@@ -85,6 +85,11 @@ impl Door {
         role: Option<Role>,
     ) -> Result<Arc<Caller>, AuthError> {
         let clients = self.clients.get();
+        let why = match credentials.key {
+            Err(_) => Unauthenticated::Malformed,
+            Ok(None) => Unauthenticated::NoKey,
+            Ok(Some(_)) => Unauthenticated::UnknownKey,
+        };
         let caller = credentials
             .key
             .map_err(AuthFailure::Unreadable)
@@ -107,7 +112,7 @@ impl Door {
                 }
                 .write();
                 self.metrics.auth_failure(interface, "unauthenticated");
-                AuthError::Unauthenticated
+                AuthError::Unauthenticated(why)
             })?;
         if let Some(role) = role.filter(|&role| !caller.has(role)) {
             Event::Authorize {

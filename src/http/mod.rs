@@ -166,8 +166,14 @@ fn invalid(err: &InvalidInput) -> Response {
 /// a client without the endpoint's role.
 fn refused(err: AuthError, scheme: auth::Scheme) -> Response {
     match err {
-        AuthError::Unauthenticated => {
-            let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+        // RFC 6749 5.2's code stays `invalid_client`; the description says
+        // what the caller can fix (never anything about other keys).
+        AuthError::Unauthenticated(why) => {
+            let mut response = oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                Some(&why.to_string()),
+            );
             for challenge in auth::challenges(scheme) {
                 response.headers_mut().append(
                     header::WWW_AUTHENTICATE,
