@@ -30,8 +30,9 @@ RUN mkdir -p src client/src examples/mcp-rust/src \
 
 # 2. The crates themselves: the real build scripts (protos; migrations are
 #    embedded by `sqlx::migrate!`) and sources, the client's too (the admin
-#    commands call the server through it). The stand-ins' fingerprints were
-#    removed above, so Cargo rebuilds both whatever the files' mtimes.
+#    commands, `tessera grants …`, call the server through it). The
+#    stand-ins' fingerprints were removed above, so Cargo rebuilds both
+#    whatever the files' mtimes.
 COPY build.rs ./
 COPY proto proto
 COPY migrations migrations

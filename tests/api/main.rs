@@ -6,6 +6,7 @@ mod support;
 mod attacks;
 mod auth;
 mod cache;
+mod cli;
 mod conformance;
 mod credentials;
 mod credentials_race;
