@@ -99,7 +99,7 @@ impl Clients {
                     text.push_str(&entry(&id, &key.sha256_hex(), &roles));
                     Ok(text)
                 })?;
-                print_key(&file, &id, &key, "added");
+                print_key(&file, &key, &format!("added {id:?} to"));
             }
             Self::List { file } => {
                 let text = fs::read_to_string(&file.path)
@@ -157,18 +157,25 @@ impl Clients {
                         &text[end..]
                     ))
                 })?;
-                print_key(&file, &id, &key, "new key for");
+                print_key(
+                    &file,
+                    &key,
+                    &format!(
+                        "new key for {id:?} (the old one ends at the servers' next reload) in"
+                    ),
+                );
             }
         }
         Ok(ExitCode::SUCCESS)
     }
 }
 
-fn print_key(file: &FileArg, id: &str, key: &ClientKey, what: &str) {
+/// The key, once: stdout (the point of the command), what was done: stderr.
+fn print_key(file: &FileArg, key: &ClientKey, done: &str) {
+    eprintln!("{done} {} (key shown once):", file.path.display());
     if file.json {
-        println!("{}", json!({ "id": id, "key": key.expose() }));
+        println!("{}", json!({ "key": key.expose() }));
     } else {
-        eprintln!("{what} {id:?} in {} (key shown once):", file.path.display());
         println!("{}", key.expose());
     }
 }

@@ -55,7 +55,11 @@ pub fn rate(
                 let second_began = Instant::now();
                 ticks.tick().await;
                 let now = started.load(Ordering::Relaxed);
-                let phase = if second_began < measure_from { " (warm-up)" } else { "" };
+                let phase = if second_began < measure_from {
+                    " (warm-up)"
+                } else {
+                    ""
+                };
                 eprintln!(
                     "{:>4} s  {:>8} calls/s{phase}",
                     begin.elapsed().as_secs(),
