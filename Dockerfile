@@ -3,30 +3,42 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 
-# 1. Dependencies only. The manifest and lock file, with stand-in sources
-#    (an empty library, binary and build script), build every dependency and
-#    build-dependency; this layer is rebuilt only when Cargo.toml or
-#    Cargo.lock change, not when src/, proto/ or migrations/ do.
-#    (tessera-bench is found by auto-discovery, so it needs no stand-in for
-#    `--bin tessera`.)
+# 1. Dependencies only. The manifests and lock file, with stand-in sources
+#    (an empty library, binary and build script for each workspace member),
+#    build every dependency and build-dependency; this layer is rebuilt only
+#    when a manifest or Cargo.lock changes, not when src/, proto/ or
+#    migrations/ do. Every member's manifest must be here, or Cargo cannot
+#    load the workspace (`failed to load manifest for workspace member`);
+#    the MCP example is never built, its manifest only keeps Cargo.lock
+#    whole for `--locked`. (tessera-bench is found by auto-discovery, so it
+#    needs no stand-in for `--bin tessera`.) `.ci/image-context` builds this
+#    context as CI's check of the image.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src \
+COPY client/Cargo.toml client/
+COPY examples/mcp-rust/Cargo.toml examples/mcp-rust/
+RUN mkdir -p src client/src examples/mcp-rust/src \
  && echo 'fn main() {}' > build.rs \
  && echo 'fn main() {}' > src/main.rs \
- && touch src/lib.rs \
+ && echo 'fn main() {}' > examples/mcp-rust/src/main.rs \
+ && touch src/lib.rs client/src/lib.rs \
  && cargo build --release --locked --bin tessera \
- && rm -rf build.rs src \
+ && rm -rf build.rs src client/src \
     target/release/.fingerprint/tessera-* target/release/build/tessera-* \
     target/release/deps/tessera-* target/release/deps/libtessera-* \
+    target/release/deps/tessera_* target/release/deps/libtessera_* \
     target/release/tessera
 
-# 2. The crate itself: the real build script (protos; migrations are embedded
-#    by `sqlx::migrate!`) and sources. The stand-ins' fingerprints were
-#    removed above, so Cargo rebuilds the crate whatever the files' mtimes.
+# 2. The crates themselves: the real build scripts (protos; migrations are
+#    embedded by `sqlx::migrate!`) and sources, the client's too (the admin
+#    commands, `tessera grants …`, call the server through it). The
+#    stand-ins' fingerprints were removed above, so Cargo rebuilds both
+#    whatever the files' mtimes.
 COPY build.rs ./
 COPY proto proto
 COPY migrations migrations
 COPY src src
+COPY client/build.rs client/
+COPY client/src client/src
 RUN cargo build --release --locked --bin tessera
 
 # Run: a slim base, an unprivileged user (the distroless "nonroot" uid,

@@ -91,10 +91,34 @@ impl Caller {
 /// Why a call was refused before it ran.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("missing or unknown client key")]
-    Unauthenticated,
+    #[error("{0}")]
+    Unauthenticated(Unauthenticated),
     #[error("this client lacks the `{}` role", .0.name())]
     PermissionDenied(Role),
+}
+
+/// What the caller can fix about its credentials, said where saying it
+/// leaks nothing: whether a key was sent, and in which shape, is the
+/// caller's own knowledge. Every key the server does not admit (unknown,
+/// or Basic's id not the key's client) gets the one same `UnknownKey`, so
+/// the answer tells nothing about which keys exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unauthenticated {
+    #[error(
+        "no client key: send `authorization: Bearer <client key>` (make a key with `tessera \
+         clients add ID ROLE...` or `tessera client-key ID ROLE...`)"
+    )]
+    NoKey,
+    #[error(
+        "the authorization header is not `Bearer <client key>` (one header: the scheme, one \
+         space, the key)"
+    )]
+    Malformed,
+    #[error(
+        "not a known client key (make one with `tessera clients add ID ROLE...` or `tessera \
+         client-key ID ROLE...`)"
+    )]
+    UnknownKey,
 }
 
 /// The clients allowed to call, or dev mode (everyone is `dev`, with every role).
@@ -214,7 +238,7 @@ impl Clients {
             None => bearer
                 .and_then(|key| self.by_key.get(&key_digest(key)))
                 .cloned()
-                .ok_or(AuthError::Unauthenticated),
+                .ok_or(AuthError::Unauthenticated(Unauthenticated::UnknownKey)),
         }
     }
 }
@@ -308,9 +332,12 @@ mod tests {
         assert!(!caller.has(Role::Mint) && !caller.has(Role::Admin));
         assert_eq!(
             clients.authenticate(Some("tsk_wrong")),
-            Err(AuthError::Unauthenticated)
+            Err(AuthError::Unauthenticated(Unauthenticated::UnknownKey))
         );
-        assert_eq!(clients.authenticate(None), Err(AuthError::Unauthenticated));
+        assert_eq!(
+            clients.authenticate(None),
+            Err(AuthError::Unauthenticated(Unauthenticated::UnknownKey))
+        );
     }
 
     #[test]

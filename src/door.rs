@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     audit::{AuthFailure, Event},
-    clients::{AuthError, Caller, Directory, Role},
+    clients::{AuthError, Caller, Directory, Role, Unauthenticated},
     metrics::Metrics,
 };
 
@@ -94,6 +94,11 @@ impl Door {
         role: Option<Role>,
     ) -> Result<Arc<Caller>, Refused> {
         let clients = self.clients.get();
+        let why = match credentials.key {
+            Err(_) => Unauthenticated::Malformed,
+            Ok(None) => Unauthenticated::NoKey,
+            Ok(Some(_)) => Unauthenticated::UnknownKey,
+        };
         let caller = credentials
             .key
             .map_err(AuthFailure::Unreadable)
@@ -117,7 +122,7 @@ impl Door {
                 .write();
                 self.metrics.auth_failure(interface, "unauthenticated");
                 Refused {
-                    error: AuthError::Unauthenticated,
+                    error: AuthError::Unauthenticated(why),
                     client: None,
                 }
             })?;

@@ -2,16 +2,17 @@
 //! the HTTP face (in the clear or over TLS), run the background tasks, stop
 //! cleanly.
 
+mod backend;
 mod tasks;
+
+pub use backend::Backend;
 
 use std::{
     future::Future,
     net::SocketAddr,
-    path::Path,
     sync::{Arc, atomic::AtomicBool},
 };
 
-use anyhow::Context;
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, watch},
@@ -27,75 +28,21 @@ use crate::{
     authority::{Authority, Policy},
     cache::{Cached, GrantCache},
     clients::{Clients, Directory},
-    config::{Config, DatabaseConfig, Limits},
-    credentials::{Credentials, Keyring, keycheck},
+    config::{Config, Limits},
+    credentials::{Credentials, Keyring},
     door::{Admission, Door},
     grpc, http,
     metrics::Metrics,
     net::{self, Serving, tls::Tls},
     observe::ObserveLayer,
     pb,
-    store::{CredentialStore, PgStore, SqliteStore, Store},
+    store::{CredentialStore, Store},
 };
 
 use tasks::{Readiness, Reloadable};
 
 /// The health service name that reports the process, whatever the database.
 pub const LIVENESS: &str = "liveness";
-
-/// A store of either kind, chosen by the database URL's scheme.
-pub enum Backend {
-    Postgres(PgStore),
-    Sqlite(SqliteStore),
-}
-
-impl Backend {
-    pub fn open(db: &DatabaseConfig) -> anyhow::Result<Self> {
-        let url = db.url.as_str();
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Self::Postgres(PgStore::connect_lazy(db)?))
-        } else if url.starts_with("sqlite:") {
-            Ok(Self::Sqlite(SqliteStore::connect_lazy(db)?))
-        } else {
-            anyhow::bail!("--database-url must start with postgres://, postgresql:// or sqlite:")
-        }
-    }
-
-    pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(store) => store.migrate().await,
-            Self::Sqlite(store) => store.migrate().await,
-        }
-        .context("applying migrations")
-    }
-
-    /// Proves the `--seal-key` keys against what their ids sealed (see
-    /// [`crate::credentials::keycheck`]): a server that would seal
-    /// credentials the other replicas cannot open does not start.
-    pub async fn prove_keys(&self, keyring: &Keyring, path: &Path) -> anyhow::Result<()> {
-        match self {
-            Self::Postgres(store) => keycheck::prove(store, keyring).await,
-            Self::Sqlite(store) => keycheck::prove(store, keyring).await,
-        }
-        .with_context(|| format!("--seal-key {}", path.display()))
-    }
-
-    /// With `--no-migrate`, the schema must be there already: a server
-    /// that reported SERVING while every call failed would be worse than
-    /// one that does not start.
-    async fn ensure_migrated(&self) -> anyhow::Result<()> {
-        let missing = match self {
-            Self::Postgres(store) => store.unapplied_migrations().await?,
-            Self::Sqlite(store) => store.unapplied_migrations().await?,
-        };
-        anyhow::ensure!(
-            missing.is_empty(),
-            "--no-migrate, but the database lacks migrations {missing:?} (or cannot be read): \
-             run `tessera migrate --database-url ...` first, or start without --no-migrate"
-        );
-        Ok(())
-    }
-}
 
 /// A bound, ready-to-serve Tessera. `build` then `run_until`.
 pub struct App {
@@ -117,17 +64,16 @@ impl App {
         config.check()?;
         let clients = match &config.clients {
             Some(path) => Directory::load(path)?,
-            None => {
-                warn!("no clients file: dev mode, every call is allowed as client `dev`");
-                Directory::new(Clients::dev())
-            }
+            // The dev-mode warning waits for the start line: printed here,
+            // it would precede every start-up error as if it were the cause.
+            None => Directory::new(Clients::dev()),
         };
         let tls = Tls::load(&config.tls)?;
         let keyring = match &config.seal_key {
             Some(path) => Some(Arc::new(Keyring::load(path)?)),
             None => None,
         };
-        let backend = Backend::open(&config.database)?;
+        let backend = Backend::connect(&config.database).await?;
         if config.no_migrate {
             backend.ensure_migrated().await?;
         } else {
@@ -329,10 +275,14 @@ async fn serve<S: Store + CredentialStore + Clone>(
         clients = clients.len(),
         dev = clients.is_dev(),
         credentials = if app.keyring.is_some() { "on" } else { "off (no --seal-key)" },
+        store = app.backend.kind(),
         database = %crate::config::redact_url(&config.database.url),
         max_connections,
         "serving"
     );
+    if clients.is_dev() {
+        warn!("no clients file: dev mode, every call is allowed as client `dev`");
+    }
     drop(clients);
 
     // Shutdown: readiness turns NOT_SERVING first, then the servers stop

@@ -6,14 +6,20 @@ use clap::Args;
 
 use super::parse_duration;
 
+/// The database when none is named: a file in the working directory,
+/// for trying Tessera out on one machine.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db";
+
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Database")]
 pub struct DatabaseConfig {
     /// `postgres://…` for replicas sharing one database, `sqlite://FILE`
-    /// (created if missing) for one machine.
+    /// (created if missing) for one machine. Not given: DATABASE_URL, then
+    /// sqlite://tessera.db in the working directory.
     #[arg(
         long = "database-url",
         env = "TESSERA_DATABASE_URL",
-        default_value = "sqlite://tessera.db"
+        default_value = DEFAULT_DATABASE_URL
     )]
     pub url: String,
 
@@ -33,6 +39,33 @@ pub struct DatabaseConfig {
     /// stuck query cannot hold a call (or shutdown) forever.
     #[arg(long = "db-statement-timeout", env = "TESSERA_DB_STATEMENT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub statement_timeout: Duration,
+}
+
+/// Only the database's URL: what `migrate` and `rekey` need (their one
+/// connection at a time needs no pool flags).
+#[derive(Args, Clone)]
+pub struct DatabaseUrl {
+    /// `postgres://…` or `sqlite://FILE`. Not given: DATABASE_URL, then
+    /// sqlite://tessera.db in the working directory.
+    #[arg(
+        long = "database-url",
+        env = "TESSERA_DATABASE_URL",
+        default_value = DEFAULT_DATABASE_URL
+    )]
+    pub url: String,
+}
+
+impl DatabaseUrl {
+    /// A pool of two connections, without a statement timeout: a migration
+    /// or a rekey batch may rightly run long.
+    pub fn config(&self) -> DatabaseConfig {
+        DatabaseConfig {
+            url: self.url.clone(),
+            max_connections: 2,
+            acquire_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::ZERO,
+        }
+    }
 }
 
 impl fmt::Debug for DatabaseConfig {

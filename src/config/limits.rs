@@ -9,6 +9,7 @@ use super::parse_duration;
 /// What the server takes on at once, and for how long: overload protection
 /// and HTTP/2 limits.
 #[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Limits")]
 pub struct Limits {
     /// TokenAuthority calls running at once; beyond that a call is refused at
     /// once with RESOURCE_EXHAUSTED (health and reflection are not counted).
@@ -53,10 +54,12 @@ pub struct Limits {
     #[arg(long, env = "TESSERA_HTTP2_MAX_PENDING_RESETS", default_value_t = 32)]
     pub http2_max_pending_resets: usize,
 
-    /// How often an idle connection is pinged, and how long the answer may
-    /// take before the connection is dropped.
+    /// How often an idle connection is pinged (see --http2-keepalive-timeout).
     #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
     pub http2_keepalive_interval: Duration,
+
+    /// How long the answer to a keepalive ping may take before the
+    /// connection is dropped.
     #[arg(long, env = "TESSERA_HTTP2_KEEPALIVE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub http2_keepalive_timeout: Duration,
 

@@ -7,7 +7,7 @@ use std::{fmt, path::PathBuf, time::Duration};
 
 use clap::{Args, ValueEnum};
 
-pub use database::{DatabaseConfig, redact_url};
+pub use database::{DEFAULT_DATABASE_URL, DatabaseConfig, DatabaseUrl, redact_url};
 pub use limits::Limits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,12 +26,17 @@ pub struct Config {
     /// Address to listen on, `host:port` (a host name resolves, and the
     /// server listens on every address it resolves to). Without a clients
     /// file only loopback is allowed; beyond loopback, TLS or --plaintext.
-    #[arg(long, env = "TESSERA_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        help_heading = "Listening and TLS",
+        env = "TESSERA_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: String,
 
     /// Serve the HTTP face (OAuth endpoints, probes, metrics) on an address
     /// of its own instead of beside gRPC on --listen.
-    #[arg(long, env = "TESSERA_HTTP_LISTEN")]
+    #[arg(long, help_heading = "Listening and TLS", env = "TESSERA_HTTP_LISTEN")]
     pub http_listen: Option<String>,
 
     #[command(flatten)]
@@ -40,7 +45,7 @@ pub struct Config {
     /// The `iss` of introspection answers and the RFC 8414 metadata; its
     /// endpoints are named under it. Default: the server's own URL
     /// (`https://` with TLS, `http://` without, and the --listen address).
-    #[arg(long, env = "TESSERA_ISSUER")]
+    #[arg(long, help_heading = "Listening and TLS", env = "TESSERA_ISSUER")]
     pub issuer: Option<String>,
 
     #[command(flatten)]
@@ -51,61 +56,82 @@ pub struct Config {
 
     /// Clients file (TOML). Without one the server runs in dev mode: every
     /// call is allowed as client `dev`.
-    #[arg(long, env = "TESSERA_CLIENTS")]
+    #[arg(long, help_heading = "Credentials", env = "TESSERA_CLIENTS")]
     pub clients: Option<PathBuf>,
 
     /// Token lifetime when Mint does not set one.
-    #[arg(long, env = "TESSERA_DEFAULT_TTL", default_value = "15m", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Limits", env = "TESSERA_DEFAULT_TTL", default_value = "15m", value_parser = parse_duration)]
     pub default_ttl: Duration,
 
     /// Longest lifetime Mint accepts.
-    #[arg(long, env = "TESSERA_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Limits", env = "TESSERA_MAX_TTL", default_value = "30d", value_parser = parse_duration)]
     pub max_ttl: Duration,
 
     /// How many delegations deep a grant may be (a sub-agent's token is 1,
     /// its own sub-agent's 2, ...).
-    #[arg(long, env = "TESSERA_MAX_DELEGATION_DEPTH", default_value_t = 4)]
+    #[arg(
+        long,
+        help_heading = "Limits",
+        env = "TESSERA_MAX_DELEGATION_DEPTH",
+        default_value_t = 4
+    )]
     pub max_delegation_depth: u32,
 
     /// How long expired, used-up and revoked grants are kept before deletion.
-    #[arg(long, env = "TESSERA_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Database", env = "TESSERA_RETENTION", default_value = "24h", value_parser = parse_duration)]
     pub retention: Duration,
 
     /// How often the sweeper looks for grants past their retention.
-    #[arg(long, env = "TESSERA_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Database", env = "TESSERA_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
     pub sweep_interval: Duration,
 
     /// Longest a BOUNDED Validate may answer from memory, even if the
     /// notification of a revoke was lost.
-    #[arg(long, env = "TESSERA_CACHE_MAX_AGE", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, help_heading = "Cache", env = "TESSERA_CACHE_MAX_AGE", default_value = "2s", value_parser = parse_duration)]
     pub cache_max_age: Duration,
 
     /// Grants kept for BOUNDED Validate; 0 turns the cache off (BOUNDED
     /// then asks the database like FULL).
-    #[arg(long, env = "TESSERA_CACHE_CAPACITY", default_value_t = 100_000)]
+    #[arg(
+        long,
+        help_heading = "Cache",
+        env = "TESSERA_CACHE_CAPACITY",
+        default_value_t = 100_000
+    )]
     pub cache_capacity: usize,
 
     /// Key (64 hex digits) for the `token_mac` of audit events, so that
     /// events about one token correlate across replicas and restarts.
     /// Without one, a random key per process.
-    /// (A string here, checked by `check`: clap would print a rejected
-    /// value, and this one is a secret.)
-    #[arg(long, env = "TESSERA_AUDIT_KEY", hide_env_values = true)]
+    // A string here, checked by `check`: clap would print a rejected
+    // value, and this one is a secret.
+    #[arg(
+        long,
+        help_heading = "Logging",
+        env = "TESSERA_AUDIT_KEY",
+        hide_env_values = true
+    )]
     pub audit_key: Option<String>,
 
     /// Seal keys of the Credentials service: a file of `KEYID:64hexdigits`
     /// lines. The first key seals every write; the others only open rows
     /// sealed before (rotation; see `tessera rekey`). Without it the
     /// Credentials service answers FAILED_PRECONDITION.
-    #[arg(long, env = "TESSERA_SEAL_KEY")]
+    #[arg(long, help_heading = "Credentials", env = "TESSERA_SEAL_KEY")]
     pub seal_key: Option<PathBuf>,
 
     /// Log line format.
-    #[arg(long, env = "TESSERA_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(
+        long,
+        help_heading = "Logging",
+        env = "TESSERA_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
 
     /// Do not apply migrations at start (run `tessera migrate` instead).
-    #[arg(long, env = "TESSERA_NO_MIGRATE")]
+    #[arg(long, help_heading = "Database", env = "TESSERA_NO_MIGRATE")]
     pub no_migrate: bool,
 }
 
@@ -221,6 +247,7 @@ impl fmt::Debug for Config {
 /// change or on SIGHUP: new connections get the new certificate, open ones
 /// keep theirs (cert-manager rotates certificates in place).
 #[derive(Args, Clone, Debug, Default)]
+#[command(next_help_heading = "Listening and TLS")]
 pub struct TlsConfig {
     /// Certificate chain (PEM) served to clients; with --tls-key turns TLS on.
     #[arg(long, env = "TESSERA_TLS_CERT", requires = "tls_key")]

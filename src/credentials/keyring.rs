@@ -62,6 +62,7 @@ pub enum Unsealable {
 impl Keyring {
     /// Reads the `--seal-key` file. Errors name the line, never its content.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
+        warn_if_shared(path);
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading the --seal-key file {}", path.display()))?;
         Self::parse(&text).with_context(|| format!("in the --seal-key file {}", path.display()))
@@ -201,6 +202,23 @@ fn aad(slot: &Slot, version: u64) -> Vec<u8> {
     }
     aad.extend_from_slice(&version.to_be_bytes());
     aad
+}
+
+/// The seal keys open every stored secret: a file that group or others
+/// may read is worth a warning (as the SQLite file gets one), not a
+/// refusal, since a container's mounted Secret may be group-readable by
+/// design.
+fn warn_if_shared(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            file = %path.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the --seal-key file may be read by group or others: chmod 600 it"
+        );
+    }
 }
 
 #[cfg(test)]

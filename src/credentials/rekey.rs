@@ -28,6 +28,17 @@ pub async fn rekey<S: CredentialStore>(
     keyring: &Keyring,
     batch: u32,
 ) -> Result<Report, StoreError> {
+    rekey_with_progress(store, keyring, batch, |_| {}).await
+}
+
+/// [`rekey`], calling `progress` after each batch with the report so far
+/// (a person running `tessera rekey` on many rows wants to see it move).
+pub async fn rekey_with_progress<S: CredentialStore>(
+    store: &S,
+    keyring: &Keyring,
+    batch: u32,
+    mut progress: impl FnMut(&Report),
+) -> Result<Report, StoreError> {
     let mut report = Report::default();
     let mut after = Slot {
         client_id: String::new(),
@@ -64,5 +75,6 @@ pub async fn rekey<S: CredentialStore>(
                 report.changed += 1;
             }
         }
+        progress(&report);
     }
 }

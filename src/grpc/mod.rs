@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::{
     authority::Authority,
-    clients::{AuthError, Caller},
+    clients::{AuthError, Caller, Unauthenticated},
     door::Door,
     input::MAX_MESSAGE,
     pb::{self, token_authority_server::TokenAuthority},
@@ -42,7 +42,7 @@ fn caller<T>(request: &Request<T>) -> Result<Arc<Caller>, Status> {
         .extensions()
         .get::<Arc<Caller>>()
         .cloned()
-        .ok_or(AuthError::Unauthenticated)?)
+        .ok_or(AuthError::Unauthenticated(Unauthenticated::NoKey))?)
 }
 
 /// The `TokenAuthority` service over any store.

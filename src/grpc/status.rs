@@ -13,7 +13,7 @@ use crate::{
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
         match err {
-            AuthError::Unauthenticated => Status::unauthenticated(err.to_string()),
+            AuthError::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
             AuthError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
         }
     }
@@ -73,7 +73,10 @@ mod tests {
     #[test]
     fn codes() {
         let cases: Vec<(Status, Code)> = vec![
-            (AuthError::Unauthenticated.into(), Code::Unauthenticated),
+            (
+                AuthError::Unauthenticated(crate::clients::Unauthenticated::NoKey).into(),
+                Code::Unauthenticated,
+            ),
             (
                 AuthError::PermissionDenied(Role::Mint).into(),
                 Code::PermissionDenied,

@@ -171,8 +171,14 @@ fn invalid(err: &InvalidInput) -> Response {
 fn refused(refusal: Refused, scheme: auth::Scheme) -> Response {
     let err = refusal.error;
     let response = match err {
-        AuthError::Unauthenticated => {
-            let mut response = oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", None);
+        // RFC 6749 5.2's code stays `invalid_client`; the description says
+        // what the caller can fix (never anything about other keys).
+        AuthError::Unauthenticated(why) => {
+            let mut response = oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                Some(&why.to_string()),
+            );
             for challenge in auth::challenges(scheme) {
                 response.headers_mut().append(
                     header::WWW_AUTHENTICATE,

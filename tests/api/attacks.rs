@@ -273,6 +273,12 @@ async fn only_one_exact_bearer_header_authenticates() {
         let (code, message) = raw.call("Mint", &headers, &empty_mint).await;
         assert_eq!(code, Code::Unauthenticated as i32, "{bad:?}: {message}");
         assert!(!message.contains(&key[4..]), "the key is never echoed");
+        // grpc-message as sent: percent-encoded.
+        let said = message.replace("%20", " ").replace("%60", "`");
+        assert!(
+            said.starts_with("the authorization header is not `Bearer"),
+            "{bad:?}: {said}"
+        );
     }
     assert_eq!(app.count_all().await, 0);
 }

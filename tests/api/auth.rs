@@ -26,10 +26,22 @@ async fn keys_and_roles_are_checked_before_anything_else(backend: Backend) {
         !err.message().contains("NotARealKey"),
         "the message never echoes a key"
     );
+    assert!(
+        err.message().starts_with("not a known client key")
+            && err.message().contains("tessera clients add"),
+        "{}",
+        err.message()
+    );
     let forged = keyed("tsk_NotARealKeyNotARealKey", mint_req("u"));
     assert_eq!(
         app.client().mint(forged).await.unwrap_err().code(),
         Code::Unauthenticated
+    );
+    let err = app.mint("", mint_req("u")).await.unwrap_err();
+    assert!(
+        err.message().starts_with("no client key"),
+        "{}",
+        err.message()
     );
     assert_eq!(
         app.mint("", mint_req("u")).await.unwrap_err().code(),

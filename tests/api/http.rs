@@ -229,17 +229,32 @@ async fn bad_callers_and_bad_input_are_refused_clearly() {
     let key = app.keys.key("reader");
     let long = "x".repeat(129);
 
-    for auth in [
-        Auth::None,
-        Auth::Bearer("tsk_unknown"),
-        Auth::Basic("proxy", key),
-        Auth::Basic("reader", "tsk_wrong"),
+    // The description says what the caller can fix: no key, or a key not
+    // known; a known key under another client's id reads exactly like an
+    // unknown key, so the answer tells nothing about which keys exist.
+    let unknown = "not a known client key";
+    for (auth, says) in [
+        (Auth::None, "no client key"),
+        (Auth::Bearer("tsk_unknown"), unknown),
+        (Auth::Basic("proxy", key), unknown),
+        (Auth::Basic("reader", "tsk_wrong"), unknown),
     ] {
         let reply = introspect(&app, auth, &token).await;
         assert_eq!(reply.status, 401);
-        assert_eq!(reply.json(), json!({"error": "invalid_client"}));
+        let body = reply.json();
+        assert_eq!(body["error"], "invalid_client");
+        let description = body["error_description"].as_str().unwrap();
+        assert!(description.starts_with(says), "{description}");
+        assert!(description.contains("tessera clients add"), "{description}");
         assert!(!reply.header("www-authenticate").is_empty());
     }
+    let mismatch = introspect(&app, Auth::Basic("proxy", key), &token).await;
+    let wrong = introspect(&app, Auth::Basic("reader", "tsk_wrong"), &token).await;
+    assert_eq!(
+        mismatch.json(),
+        wrong.json(),
+        "same bytes for every refused key"
+    );
     let bearer = introspect(&app, Auth::Bearer("tsk_unknown"), &token).await;
     assert_eq!(
         bearer.header("www-authenticate"),

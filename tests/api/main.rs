@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod auth;
 mod cache;
+mod cli;
 mod conformance;
 mod connections;
 mod credentials;

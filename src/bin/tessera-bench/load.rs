@@ -2,7 +2,6 @@
 
 use std::{
     collections::BTreeMap,
-    io::{IsTerminal, Write},
     net::SocketAddr,
     sync::{
         Arc,
@@ -353,6 +352,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         })
         .collect();
 
+    let rate = crate::progress::rate(next.clone(), measure_from, end);
+
     let mut latencies = Vec::new();
     let mut outcomes = BTreeMap::new();
     for task in tasks {
@@ -361,6 +362,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         for (name, count) in tally.outcomes {
             *outcomes.entry(name).or_default() += count;
         }
+    }
+    if let Some(rate) = rate {
+        rate.abort();
     }
     Ok(report(&args, latencies, outcomes, Some(window)))
 }
@@ -395,26 +399,7 @@ async fn premint(args: &BenchArgs, callers: &[Caller]) -> anyhow::Result<Vec<Str
             })
         })
         .collect();
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let done = done.clone();
-        tokio::spawn(async move {
-            loop {
-                let n = done.load(Ordering::Relaxed);
-                let filled = n * 30 / total;
-                eprint!(
-                    "\rminting [{}{}] {n}/{total}",
-                    "#".repeat(filled),
-                    " ".repeat(30 - filled)
-                );
-                let _ = std::io::stderr().flush();
-                if n >= total {
-                    eprintln!();
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    });
+    let progress = crate::progress::bar(done.clone(), total);
     let mut tokens = Vec::with_capacity(total);
     for task in tasks {
         tokens.extend(task.await?.map_err(|s| {

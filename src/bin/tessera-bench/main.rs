@@ -5,10 +5,12 @@
 //! sends its next call as soon as the previous one answered, for
 //! `duration` after a warm-up. Latency is measured per call on the client;
 //! the server's peak RSS is read from /proc when the server runs on this
-//! machine. `--print-sql` prints the statements each hot call runs on
+//! machine. On a terminal, stderr shows the pre-minting and then the rate
+//! of calls each second; stdout has only the report. `--print-sql` prints the statements each hot call runs on
 //! PostgreSQL, for bench/compare.py to hand to pgbench.
 
 mod load;
+mod progress;
 mod propagation;
 mod report;
 

@@ -305,6 +305,15 @@ macro_rules! implement {
                     .map_err(Into::into)
             }
 
+            async fn count_stale_seals(&self, current_key_id: &str) -> Result<u64> {
+                let count: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM credentials WHERE key_id <> $1")
+                        .bind(current_key_id)
+                        .fetch_one(&self.pool)
+                        .await?;
+                Ok(u64::try_from(count).unwrap_or_default())
+            }
+
             async fn reseal(&self, row: &Resealable, sealed: &Sealed) -> Result<bool> {
                 let done = sqlx::query(
                     "UPDATE credentials SET sealed = $6, key_id = $7 \

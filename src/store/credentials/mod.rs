@@ -171,6 +171,10 @@ pub trait CredentialStore: Clone + Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<Resealable>>> + Send;
 
+    /// How many rows are not sealed under `current_key_id`: the whole of
+    /// a rekey's work, for its progress.
+    fn count_stale_seals(&self, current_key_id: &str) -> impl Future<Output = Result<u64>> + Send;
+
     /// Writes `sealed` over `row` if it is unchanged since read (same
     /// version, same key); whether it did. The version stays.
     fn reseal(

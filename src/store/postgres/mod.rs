@@ -105,6 +105,9 @@ impl PgStore {
             // while a custom plan looks cheaper, as for array parameters)
             // would cost more than running it.
             ("plan_cache_mode", "force_generic_plan".to_owned()),
+            // NOTICEs (`relation "_sqlx_migrations" already exists,
+            // skipping` on every start) are not worth an INFO line.
+            ("client_min_messages", "warning".to_owned()),
         ]);
         let pool = PgPoolOptions::new()
             .max_connections(db.max_connections)
