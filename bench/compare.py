@@ -12,9 +12,10 @@ and removes both when it ends, whatever happens.
 
     python3 bench/compare.py                       # 1M rows, 64 clients, 10 s each
     python3 bench/compare.py --rows 100000 --duration 5 --ops validate,claim-single
-    # the CI smoke: a few thousand rows, one second per op, the debug binary
+    # the CI smoke: a few thousand rows, one second per op, the debug binary,
+    # few connections (it asserts only that every op answers)
     python3 bench/compare.py --rows 3000 --hot 500 --single 500 --duration 1 --warmup 0 \\
-        --tessera target/debug/tessera
+        --clients 4 --server-args "--db-max-connections 4" --tessera target/debug/tessera
 """
 
 import argparse
@@ -221,6 +222,31 @@ def main():
     scratch = f"tessera_compare_{os.getpid()}"
     url = with_database(args.database_url, scratch)
     psql(args.database_url, f"CREATE DATABASE {scratch}")
+    try:
+        run(args, ops, single, tessera, bench_bin, statements, url)
+    finally:
+        # Whatever failed (pgbench refused by a full PostgreSQL, the server,
+        # Ctrl-C), the scratch database goes.
+        drop_database(args.database_url, scratch)
+
+
+def drop_database(admin_url, name):
+    """Drops the scratch database, retrying for a while: the failure that
+    brought us here may be PostgreSQL's connection slots being full, and the
+    backends of a failed run take a moment to go."""
+    for _ in range(30):
+        done = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", admin_url, "-c",
+                               f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                              capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        time.sleep(1)
+    print(f"could not drop the scratch database {name}: {done.stderr.strip()}", file=sys.stderr)
+
+
+def run(args, ops, single, tessera, bench_bin, statements, url):
+    """Fills the scratch database at `url`, runs one Tessera server on it
+    and measures each op; the server is stopped however this ends."""
     server = None
     try:
         subprocess.run([tessera, "migrate", "--database-url", url], check=True, capture_output=True)
@@ -309,8 +335,11 @@ def main():
     finally:
         if server is not None:
             server.send_signal(signal.SIGTERM)
-            server.wait(timeout=30)
-        psql(args.database_url, f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
 
 
 if __name__ == "__main__":

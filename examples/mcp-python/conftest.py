@@ -26,7 +26,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_ready(url: str, process: subprocess.Popen, what: str, log: pathlib.Path, seconds: float = 30) -> None:
+def wait_until_ready(url: str, process: subprocess.Popen, what: str, log: pathlib.Path, seconds: float = 120) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if process.poll() is not None:

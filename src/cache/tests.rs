@@ -88,13 +88,14 @@ fn a_fetch_that_raced_an_invalidation_is_not_kept() {
 fn expiry_follows_the_database_clock() {
     let hash = Token::generate().hash();
     let cache = live_cache(Duration::from_secs(60), 10);
-    // Read at database time 1_000_000; expires 30 ms later.
-    load(&cache, hash, &lookup(1_030_000, 1_000_000));
+    // Read at database time 1_000_000; expires a second later (slack for
+    // the next line on a busy machine).
+    load(&cache, hash, &lookup(2_000_000, 1_000_000));
     assert!(!cache.get(&hash).unwrap().unwrap().expired);
-    std::thread::sleep(Duration::from_millis(40));
+    std::thread::sleep(Duration::from_millis(1_010));
     let later = cache.get(&hash).unwrap().unwrap();
     assert!(later.expired);
-    assert!(later.now >= 1_040_000);
+    assert!(later.now >= 2_010_000);
 }
 
 #[test]

@@ -6,7 +6,7 @@ use tonic::Code;
 use crate::support::tls::replace;
 
 use crate::support::{
-    Backend, Options, TestApp, check, claim, eventually, keyed, mint_req, revoke,
+    Backend, Options, TestApp, check, claim, eventually, keyed, metric, mint_req, revoke,
 };
 
 crate::both_backends!(
@@ -208,7 +208,11 @@ async fn the_clients_file_is_reloaded_when_it_changes() {
 
     // A broken file keeps the clients in force.
     replace(&path, "[[clients]]\nid = ");
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The server has read the broken file (and kept the clients in force).
+    eventually("the broken file is read", async || {
+        metric(&app, FAILED_RELOADS).await >= 1
+    })
+    .await;
     assert!(
         app.client()
             .mint(keyed(newcomer.expose(), mint_req("u")))
@@ -217,3 +221,5 @@ async fn the_clients_file_is_reloaded_when_it_changes() {
     );
     assert!(app.mint("minter", mint_req("u")).await.is_ok());
 }
+
+const FAILED_RELOADS: &str = r#"tessera_reloads_total{file="clients",result="failed"} "#;

@@ -10,7 +10,7 @@ use tessera::{
     token::{GrantId, Token},
 };
 
-use crate::support::{Backend, TestDb};
+use crate::support::{Backend, PATIENCE, TestDb};
 
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
@@ -484,7 +484,7 @@ async fn listen_announces_grants_ended_early(store: AnyStore) {
         let mut seen = Vec::new();
         while seen.len() < 2 {
             // Other tests share the channel; keep only this test's grants.
-            match next(&mut rx).await.expect("announced within 5 s") {
+            match next(&mut rx).await.expect("announced") {
                 Invalidation::Grant(h) if h == revoked_token.hash() || h == used_token.hash() => {
                     seen.push(h)
                 }
@@ -500,8 +500,9 @@ async fn listen_announces_grants_ended_early(store: AnyStore) {
     listener.abort();
 }
 
+/// The next event, or None once [`PATIENCE`] has run out.
 async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Invalidation>) -> Option<Invalidation> {
-    tokio::time::timeout(Duration::from_secs(5), rx.recv())
+    tokio::time::timeout(PATIENCE, rx.recv())
         .await
         .ok()
         .flatten()

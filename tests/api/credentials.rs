@@ -286,7 +286,8 @@ async fn a_refresh_lease_goes_to_one_caller_at_a_time(backend: Backend) {
 async fn an_expired_lease_is_taken_over_and_its_holder_fenced_out(backend: Backend) {
     let (app, _key) = spawn(backend).await;
     call!(app, "minter", put, put("u", b"at-old", None)).unwrap();
-    let short = Duration::from_millis(300);
+    // 3 s: slack for the second ask, which must come while the lease holds.
+    let short = Duration::from_secs(3);
     let dead = call!(app, "minter", begin_refresh, begin("u", short)).unwrap();
     assert!(dead.granted);
     assert!(
@@ -294,7 +295,8 @@ async fn an_expired_lease_is_taken_over_and_its_holder_fenced_out(backend: Backe
             .unwrap()
             .granted
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The lease ran from before its answer came.
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
     let heir = call!(
         app,
         "minter",
@@ -322,8 +324,9 @@ async fn an_expired_lease_is_taken_over_and_its_holder_fenced_out(backend: Backe
         complete(&heir.lease_id, b"at-new")
     );
     assert_eq!(done.unwrap().version, 2);
-    let lapsed = call!(app, "minter", begin_refresh, begin("u", short)).unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let brief = Duration::from_millis(300);
+    let lapsed = call!(app, "minter", begin_refresh, begin("u", brief)).unwrap();
+    tokio::time::sleep(brief + Duration::from_millis(100)).await;
     let late = call!(
         app,
         "minter",

@@ -133,7 +133,8 @@ async fn create_is_insert_if_absent_and_replace_a_compare_and_set<S: CredentialS
 
 async fn one_lease_at_a_time_until_it_expires<S: CredentialStore>(store: S) {
     let s = slot("c", "b", "n");
-    let ttl = Duration::from_millis(300);
+    // 3 s: slack for the calls that must come while the first lease holds.
+    let ttl = Duration::from_secs(3);
     assert_eq!(
         store.take_lease(&s, LEASE_A, ttl).await.unwrap(),
         None,
@@ -150,7 +151,8 @@ async fn one_lease_at_a_time_until_it_expires<S: CredentialStore>(store: S) {
     let leased = store.leased("c", LEASE_A).await.unwrap().unwrap();
     assert_eq!((leased.slot, leased.version), (s.clone(), 1));
     assert_eq!(store.leased("other", LEASE_A).await.unwrap(), None);
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The lease ran from before its answer came.
+    tokio::time::sleep(ttl + Duration::from_millis(50)).await;
     let second = store.take_lease(&s, LEASE_B, ttl).await.unwrap().unwrap();
     assert_eq!(second.fence, 2);
     assert_eq!(store.leased("c", LEASE_A).await.unwrap(), None);

@@ -11,11 +11,11 @@ use tonic_health::pb::{
 };
 
 use crate::support::{
-    Backend, Proxy, TestApp, check, claim, lock_table, mint_req, postgres_addr, revoke,
-    wait_for_lock_waiters,
+    Backend, PATIENCE, Proxy, TestApp, answered, check, claim, eventually, lock_table, mint_req,
+    pool_settles, postgres_addr, revoke, wait_for_lock_waiters,
 };
 
-/// While the database is cut off every call is UNAVAILABLE within the
+/// While the database is cut off every call is UNAVAILABLE, bounded by the
 /// acquire timeout (3 s here, the default), never a denial and never a success; once it
 /// is back the same server serves again, every acknowledged mint validates,
 /// and no use was counted twice.
@@ -46,6 +46,8 @@ async fn an_outage_is_unavailable_and_loses_nothing_acknowledged() {
         proxy.cut();
         let live = acknowledged[0].clone();
         let started = Instant::now();
+        // (The test server's statement and request timeouts are minutes:
+        // only the acquire timeout, or the cut itself, ends these calls.)
         let codes = [
             app.mint("minter", mint_req("u"))
                 .await
@@ -70,17 +72,18 @@ async fn an_outage_is_unavailable_and_loses_nothing_acknowledged() {
         ];
         assert_eq!(codes, [Code::Unavailable; 4], "round {round}");
         let took = started.elapsed();
+        // Four acquire timeouts (12 s) at most, with slack for a busy
+        // machine; calls left to the request timeout (minutes) would fail it.
         assert!(
-            took < Duration::from_secs(4 * 4),
+            took < Duration::from_secs(40),
             "each within the acquire timeout: {took:?}"
         );
         proxy.restore();
         // Back: the first calls may still meet a dead pooled connection.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while app.mint("minter", mint_req("u")).await.is_err() {
-            assert!(Instant::now() < deadline, "no recovery within 10 s");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually("the server serves again", async || {
+            app.mint("minter", mint_req("u")).await.is_ok()
+        })
+        .await;
     }
     for token in &acknowledged {
         assert!(
@@ -119,7 +122,7 @@ async fn recovers_when_postgres_kills_its_connections() {
         let killed = app.db.kill_connections().await;
         assert!(killed > 0, "round {round}: the server had connections");
         let mut failures = 0;
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + PATIENCE;
         let mut streak = 0;
         while streak < 20 {
             match app.validate("minter", check(&token)).await {
@@ -133,7 +136,7 @@ async fn recovers_when_postgres_kills_its_connections() {
                     streak = 0;
                 }
             }
-            assert!(Instant::now() < deadline, "no recovery within 10 s");
+            assert!(Instant::now() < deadline, "no recovery within {PATIENCE:?}");
         }
         eprintln!("round {round}: killed {killed} connections, {failures} calls UNAVAILABLE");
         assert_eq!(failures, 0, "reads retry on another connection");
@@ -154,10 +157,14 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
         };
         tokens.push(app.mint("minter", m).await.unwrap().token);
     }
-    // Waves of 16 calls, each cancelled after 0 to 20 ms: before, during or
-    // after its database work.
+    // Waves of 16 calls, each cancelled at a point between 0 and what a
+    // whole wave takes when nothing is cancelled (the first wave, timed: at
+    // least 20 ms, longer on a busy machine): before, during or after its
+    // database work, however fast the machine is.
     let (mut completed, mut total) = (0, 0);
-    for wave in 0..25u64 {
+    let mut window_us = u64::MAX;
+    for wave in 0..26u64 {
+        let started = Instant::now();
         let mut calls = Vec::new();
         for j in 0..16u64 {
             let i = wave * 16 + j;
@@ -175,12 +182,23 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
             } else {
                 app.req("minter", claim(&token))
             };
-            let cancel_after = Duration::from_micros((i * 7919) % 20_000);
+            let cancel_after = match wave {
+                0 => Duration::MAX,
+                _ => Duration::from_micros((i * 7919) % window_us),
+            };
             calls.push(tokio::spawn(async move {
                 tokio::time::timeout(cancel_after, client.claim(request))
                     .await
                     .is_ok()
             }));
+        }
+        if wave == 0 {
+            for call in calls {
+                assert!(call.await.unwrap(), "nothing cancelled yet");
+            }
+            let took = u64::try_from(started.elapsed().as_micros()).unwrap();
+            window_us = took.max(20_000);
+            continue;
         }
         for call in calls {
             completed += usize::from(call.await.unwrap());
@@ -192,7 +210,10 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
         completed > 0 && completed < total,
         "both outcomes exercised"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once every connection is back in the pool (however long the
+    // cancelled calls' clean-up takes on a busy machine), none may be left
+    // inside a transaction.
+    pool_settles(&app, "every connection back in the pool").await;
     let stuck = app.db.connections_in_transaction().await;
     assert_eq!(stuck, 0, "connections left idle in a transaction");
     for token in &tokens {
@@ -201,48 +222,59 @@ async fn cancelled_calls_leave_no_connection_in_a_transaction() {
     }
 }
 
-/// A slow database (200 ms each way on every exchange): calls still answer
-/// correctly, only later; health stays SERVING, and each health check
-/// answers in well under a second; when the latency goes, so does the delay.
+/// A slow database (100 ms each way on every exchange): calls still answer
+/// correctly, only later; health stays SERVING; when the latency goes, so
+/// does the delay. Health answers from memory: with the database holding
+/// every byte, it still answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_database_is_slow_not_wrong() {
     let proxy = Proxy::start(postgres_addr().await).await;
     let mut app = TestApp::spawn_behind(&proxy).await;
-    let two_uses = pb::MintRequest {
-        max_uses: 2,
+    let four_uses = pb::MintRequest {
+        max_uses: 4,
         ..mint_req("u")
     };
-    let token = app.mint("minter", two_uses).await.unwrap().token;
+    let token = app.mint("minter", four_uses).await.unwrap().token;
 
-    proxy.set_latency(Duration::from_millis(200));
+    // Readiness pings with a 1 s timeout: a 200 ms round trip leaves it
+    // 800 ms of slack on a busy machine.
+    let latency = Duration::from_millis(100);
+    proxy.set_latency(latency);
     let mut health = HealthClient::new(app.channel.clone());
     let started = Instant::now();
     let answer = app.claim("minter", claim(&token)).await.unwrap();
     let slow = started.elapsed();
     assert!(answer.claimed && answer.grant.unwrap().use_count == 1);
-    assert!(
-        slow >= Duration::from_millis(400),
-        "the latency applied: {slow:?}"
-    );
+    assert!(slow >= 2 * latency, "the latency applied: {slow:?}");
     for _ in 0..5 {
-        let asked = Instant::now();
         let request = HealthCheckRequest {
             service: String::new(),
         };
         let status = health.check(request).await.unwrap().into_inner().status;
-        assert!(
-            asked.elapsed() < Duration::from_millis(100),
-            "health answers from memory"
-        );
         assert_eq!(status, ServingStatus::Serving as i32);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 
+    // The best of three claims beats the slow one, which took at least a
+    // round trip of latency: a load spike would have to hit all three.
     proxy.set_latency(Duration::ZERO);
-    let started = Instant::now();
-    let answer = app.claim("minter", claim(&token)).await.unwrap();
-    assert_eq!(answer.grant.unwrap().use_count, 2);
-    assert!(started.elapsed() < slow, "fast again");
+    let mut fastest = Duration::MAX;
+    for use_count in 2..=4 {
+        let started = Instant::now();
+        let answer = app.claim("minter", claim(&token)).await.unwrap();
+        fastest = fastest.min(started.elapsed());
+        assert_eq!(answer.grant.unwrap().use_count, use_count);
+    }
+    assert!(fastest < slow, "fast again: {fastest:?} against {slow:?}");
+
+    // From memory: answered while the database answers nothing.
+    proxy.hold();
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    let answer = answered("health, with the database held", health.check(request)).await;
+    assert!(answer.is_ok(), "{answer:?}");
+    proxy.release();
     app.shutdown().await;
 }
 
@@ -277,13 +309,13 @@ async fn a_keyed_claim_cut_off_mid_batch_is_unavailable_and_retried_once() {
     proxy.restore();
 
     // The first calls may still meet a dead pooled connection.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + PATIENCE;
     let retried = loop {
         match app.claim("minter", keyed.clone()).await {
             Ok(answer) => break answer,
             Err(err) => assert_eq!(err.code(), Code::Unavailable, "{err:?}"),
         }
-        assert!(Instant::now() < deadline, "no recovery within 10 s");
+        assert!(Instant::now() < deadline, "no recovery within {PATIENCE:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(retried.claimed);

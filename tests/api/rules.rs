@@ -207,19 +207,20 @@ async fn max_uses_allows_exactly_n_claims(backend: Backend) {
 
 async fn unlimited_uses_until_expiry(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // 5 s: slack for the ten claims that must come before expiry on a busy
+    // machine.
+    let ttl = Duration::from_secs(5);
     let minted = app
         .mint(
             "minter",
             pb::MintRequest {
-                ttl: Some(prost_types::Duration {
-                    seconds: 1,
-                    nanos: 0,
-                }),
+                ttl: Some(ttl.try_into().unwrap()),
                 ..mint_req("u")
             },
         )
         .await
         .unwrap();
+    let minted_at = std::time::Instant::now();
     for _ in 0..10 {
         assert!(
             app.claim("minter", claim(&minted.token))
@@ -228,7 +229,8 @@ async fn unlimited_uses_until_expiry(backend: Backend) {
                 .claimed
         );
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Expired: the lifetime ran from before the mint's answer came.
+    tokio::time::sleep_until((minted_at + ttl + Duration::from_millis(100)).into()).await;
     let late = app.claim("minter", claim(&minted.token)).await.unwrap();
     assert_eq!(late.denial, Denial::TokenExpired as i32);
     let grant = app
@@ -281,11 +283,10 @@ async fn malformed_tokens_never_reach_the_database(backend: Backend) {
 
 async fn expired_only_when_the_grant_would_otherwise_match(backend: Backend) {
     let app = TestApp::spawn(backend).await;
+    // 3 s: slack for the revoke that must come before expiry.
+    let ttl = Duration::from_secs(3);
     let short = |subject: &str| pb::MintRequest {
-        ttl: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 500_000_000,
-        }),
+        ttl: Some(ttl.try_into().unwrap()),
         audience: vec!["proxy".into()],
         max_uses: 1,
         ..mint_req(subject)
@@ -295,7 +296,8 @@ async fn expired_only_when_the_grant_would_otherwise_match(backend: Backend) {
     app.revoke("minter", revoke(Target::Token(revoked.clone())))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Both lifetimes ran from before this point.
+    tokio::time::sleep(ttl + Duration::from_millis(100)).await;
 
     let denial = |r: pb::ValidateResponse| r.denial;
     assert_eq!(

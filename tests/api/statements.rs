@@ -23,7 +23,7 @@ use tessera::{
     token::{Token, TokenHash},
 };
 
-use crate::support::{Backend, TestDb};
+use crate::support::{Backend, TestDb, eventually};
 
 /// Delegates to `inner`, noting the name of every call.
 #[derive(Clone)]
@@ -45,12 +45,10 @@ impl<S> Recording<S> {
 
     /// Waits for `count` replays to have been counted; returns their grants.
     async fn replays_counted(&self, count: usize) -> Vec<String> {
-        for _ in 0..250 {
-            if self.replays.lock().unwrap().len() >= count {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        eventually("the replays counted", async || {
+            self.replays.lock().unwrap().len() >= count
+        })
+        .await;
         std::mem::take(&mut self.replays.lock().unwrap())
     }
 }
@@ -327,13 +325,11 @@ async fn run<S: Store + Clone>(store: S) {
     ));
     let mut calls = store.take();
     assert_eq!(calls.first(), Some(&"find"), "{calls:?}");
-    for _ in 0..100 {
-        if calls.contains(&"revoke") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    eventually("the run revoked", async || {
         calls.extend(store.take());
-    }
+        calls.contains(&"revoke")
+    })
+    .await;
     assert_eq!(
         calls,
         ["find", "revoke"],

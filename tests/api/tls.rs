@@ -155,7 +155,16 @@ async fn certificates_reload_without_dropping_connections() {
         &cert,
         "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n",
     );
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    // The server has read the broken file (and kept its certificate).
+    eventually("the broken certificate is read", async || {
+        let scrape = http::get("/metrics", Some(app.keys.key("scraper")));
+        let client = rustls_client(&files.ca.pem, &[b"http/1.1"]);
+        let metrics = http::send(app.addr, Some(client), Version::H1, scrape).await;
+        metrics
+            .text()
+            .contains(r#"tessera_reloads_total{file="tls",result="failed"} "#)
+    })
+    .await;
     let still = tls_channel(app.addr, &files.ca.pem, None).await.unwrap();
     assert!(validates(&app, still).await);
 

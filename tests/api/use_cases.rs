@@ -341,13 +341,12 @@ async fn case_5_user_and_team_tokens() {
     assert_eq!(app.revoke("minter", disabled).await.unwrap().revoked, 1);
     assert_eq!(introspect(&phone.token).await["active"], false);
 
-    // The team token, reused on every request, is rotated with an overlap.
+    // The team token, reused on every request, is rotated with an overlap
+    // (3 s: slack for the two introspections that must come inside it).
+    let overlap = Duration::from_secs(3);
     let rotation = pb::RotateRequest {
         target: Some(pb::rotate_request::Target::Token(team.token.clone())),
-        overlap: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 500_000_000,
-        }),
+        overlap: Some(overlap.try_into().unwrap()),
         ttl: None,
     };
     let rotated = app
@@ -356,9 +355,11 @@ async fn case_5_user_and_team_tokens() {
         .await
         .unwrap()
         .into_inner();
+    let rotated_at = std::time::Instant::now();
     assert_eq!(introspect(&team.token).await["active"], true);
     assert_eq!(introspect(&rotated.token).await["active"], true);
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The overlap ran from before the answer came.
+    tokio::time::sleep_until((rotated_at + overlap + Duration::from_millis(100)).into()).await;
     assert_eq!(introspect(&team.token).await["active"], false);
 
     // Failures by reason, for the operators; public calls need no token.

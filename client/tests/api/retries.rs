@@ -13,8 +13,10 @@ use tessera_client::{Claim, ClaimOutcome, Client, Mint, RetryPolicy, Validate};
 use crate::support::Server;
 
 /// A TCP proxy to `upstream` whose first connection forwards requests but
-/// drops every reply, and is cut after `cut_after`; later connections
-/// forward both ways.
+/// drops every reply, and is cut once a dropped reply held `cut_after`
+/// (never, if empty); later connections forward both ways. The cut follows
+/// the answer itself, not a clock: however slow the server, its answer is
+/// made, and lost.
 struct LossyProxy {
     addr: std::net::SocketAddr,
     /// What the first connection's replies held, dropped.
@@ -23,7 +25,7 @@ struct LossyProxy {
 }
 
 impl LossyProxy {
-    fn start(upstream: std::net::SocketAddr, cut_after: Duration) -> Self {
+    fn start(upstream: std::net::SocketAddr, cut_after: &'static [u8]) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let dropped = Arc::new(Mutex::new(Vec::new()));
@@ -38,24 +40,19 @@ impl LossyProxy {
                     *count += 1;
                     *count == 1
                 };
-                pipe(
-                    client.try_clone().unwrap(),
-                    server.try_clone().unwrap(),
-                    None,
-                );
+                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
                 if first {
-                    pipe(
-                        server.try_clone().unwrap(),
-                        client.try_clone().unwrap(),
-                        Some(sink.clone()),
-                    );
-                    std::thread::spawn(move || {
-                        std::thread::sleep(cut_after);
-                        let _ = client.shutdown(Shutdown::Both);
-                        let _ = server.shutdown(Shutdown::Both);
+                    let cut = (!cut_after.is_empty()).then(|| {
+                        let (client, server) =
+                            (client.try_clone().unwrap(), server.try_clone().unwrap());
+                        move || {
+                            let _ = client.shutdown(Shutdown::Both);
+                            let _ = server.shutdown(Shutdown::Both);
+                        }
                     });
+                    drop_replies(server, sink.clone(), cut_after, cut);
                 } else {
-                    pipe(server, client, None);
+                    pipe(server, client);
                 }
             }
         });
@@ -67,9 +64,8 @@ impl LossyProxy {
     }
 }
 
-/// Copies `from` to `to` on a thread of its own; with `drop_into`, keeps
-/// the bytes there instead of forwarding them.
-fn pipe(mut from: TcpStream, mut to: TcpStream, drop_into: Option<Arc<Mutex<Vec<u8>>>>) {
+/// Copies `from` to `to` on a thread of its own.
+fn pipe(mut from: TcpStream, mut to: TcpStream) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
@@ -77,16 +73,37 @@ fn pipe(mut from: TcpStream, mut to: TcpStream, drop_into: Option<Arc<Mutex<Vec<
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
-            match &drop_into {
-                Some(sink) => sink.lock().unwrap().extend_from_slice(&buf[..n]),
-                None => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
             }
         }
         let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+/// Keeps what `from` sends in `sink` instead of forwarding it, on a thread
+/// of its own; once the kept bytes hold `marker`, runs `cut`.
+fn drop_replies(
+    mut from: TcpStream,
+    sink: Arc<Mutex<Vec<u8>>>,
+    marker: &'static [u8],
+    mut cut: Option<impl FnOnce() + Send + 'static>,
+) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let mut kept = sink.lock().unwrap();
+            kept.extend_from_slice(&buf[..n]);
+            if kept.windows(marker.len()).any(|w| w == marker)
+                && let Some(cut) = cut.take()
+            {
+                cut();
+            }
+        }
     });
 }
 
@@ -104,12 +121,14 @@ async fn a_claim_whose_reply_was_lost_is_retried_without_losing_the_use() {
         .unwrap();
 
     let upstream = server.url.trim_start_matches("http://").parse().unwrap();
-    let proxy = LossyProxy::start(upstream, Duration::from_millis(1000));
+    // The first connection is cut once its answer (which carries the
+    // payload) was dropped; no attempt times out, however slow the server.
+    let proxy = LossyProxy::start(upstream, b"the-one-payload");
     let through_proxy = Client::builder(format!("http://{}", proxy.addr))
-        .timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(120))
         .retry(RetryPolicy {
             max_attempts: 20,
-            attempt_timeout: Duration::from_millis(300),
+            attempt_timeout: Duration::from_secs(60),
             ..RetryPolicy::default()
         })
         .connect_lazy()
@@ -151,12 +170,15 @@ async fn a_mint_whose_reply_was_lost_is_an_error_not_a_second_token() {
     let server = Server::start();
     let direct = server.client().await;
     let upstream = server.url.trim_start_matches("http://").parse().unwrap();
-    let proxy = LossyProxy::start(upstream, Duration::from_millis(1000));
+    // Replies never come back on the first connection: the attempt ends at
+    // its timeout. The server must have answered by then (the mint must
+    // have happened): 5 s is slack for one mint on a busy machine.
+    let proxy = LossyProxy::start(upstream, b"");
     let through_proxy = Client::builder(format!("http://{}", proxy.addr))
-        .timeout(Duration::from_secs(15))
+        .timeout(Duration::from_secs(60))
         .retry(RetryPolicy {
             max_attempts: 20,
-            attempt_timeout: Duration::from_millis(300),
+            attempt_timeout: Duration::from_secs(5),
             ..RetryPolicy::default()
         })
         .connect_lazy()

@@ -17,7 +17,7 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use super::{Backend, Proxy, TestDb};
+use super::{Backend, POOL_SIZE, Proxy, TestDb};
 
 /// The clients every keyed test server knows.
 pub const CLIENTS: &[(&str, &[&str])] = &[
@@ -132,6 +132,10 @@ impl Default for Options {
     }
 }
 
+/// Statement and request timeouts: calls a test holds in flight on purpose
+/// (behind a row lock) stay held however slow the machine, until it lets go.
+const HELD_CALLS_OUTLAST: Duration = Duration::from_secs(300);
+
 pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config {
     let d = |text| tessera::config::parse_duration(text).unwrap();
     Config {
@@ -141,15 +145,15 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         issuer: None,
         database: DatabaseConfig {
             url: url.to_owned(),
-            max_connections: 8,
+            max_connections: POOL_SIZE,
             acquire_timeout: Duration::from_secs(3),
-            statement_timeout: Duration::from_secs(5),
+            statement_timeout: HELD_CALLS_OUTLAST,
         },
         limits: tessera::config::Limits {
             max_in_flight: options.max_in_flight,
             max_in_flight_per_client: options.max_in_flight_per_client,
             body_timeout: d(options.body_timeout),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: HELD_CALLS_OUTLAST,
             shutdown_grace: d(options.shutdown_grace),
             http2_max_concurrent_streams: 256,
             http2_max_header_list_size: 16 * 1024,

@@ -8,6 +8,11 @@ pub fn postgres_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
+/// Each test server's pool (in this process or a child): the suite stays
+/// well within PostgreSQL's default 100 connections while another client
+/// holds 50 (README, Testing).
+pub const POOL_SIZE: u32 = 8;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Postgres,

@@ -23,6 +23,8 @@ pub struct Proxy {
     state: Arc<Mutex<ProxyState>>,
     /// Added to every chunk of bytes, each way, in microseconds.
     latency_us: Arc<std::sync::atomic::AtomicU64>,
+    /// While true, no byte goes through either way (nothing is lost).
+    held: Arc<tokio::sync::watch::Sender<bool>>,
     accept: JoinHandle<()>,
 }
 
@@ -31,11 +33,13 @@ struct ProxyState {
     links: Vec<JoinHandle<()>>,
 }
 
-/// Copies `from` to `to`, holding each chunk for the current latency.
+/// Copies `from` to `to`, holding each chunk for the current latency, and
+/// for as long as the proxy is held.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     latency_us: Arc<std::sync::atomic::AtomicU64>,
+    mut held: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 16 * 1024];
@@ -46,6 +50,9 @@ async fn pump(
         let delay = latency_us.load(std::sync::atomic::Ordering::Relaxed);
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
+        if held.wait_for(|held| !held).await.is_err() {
+            break;
         }
         if to.write_all(&buf[..n]).await.is_err() {
             break;
@@ -62,7 +69,8 @@ impl Proxy {
             links: Vec::new(),
         }));
         let latency_us = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (shared, latency) = (state.clone(), latency_us.clone());
+        let held = Arc::new(tokio::sync::watch::Sender::new(false));
+        let (shared, latency, hold) = (state.clone(), latency_us.clone(), held.clone());
         let accept = tokio::spawn(async move {
             while let Ok((inbound, _)) = listener.accept().await {
                 let mut state = shared.lock().unwrap();
@@ -70,6 +78,7 @@ impl Proxy {
                     continue; // dropped: the connection is reset at once
                 }
                 let latency = latency.clone();
+                let hold = hold.clone();
                 state.links.push(tokio::spawn(async move {
                     let Ok(outbound) = TcpStream::connect(upstream).await else {
                         return;
@@ -77,8 +86,8 @@ impl Proxy {
                     let (in_read, in_write) = inbound.into_split();
                     let (out_read, out_write) = outbound.into_split();
                     tokio::join!(
-                        pump(in_read, out_write, latency.clone()),
-                        pump(out_read, in_write, latency),
+                        pump(in_read, out_write, latency.clone(), hold.subscribe()),
+                        pump(out_read, in_write, latency, hold.subscribe()),
                     );
                 }));
             }
@@ -87,6 +96,7 @@ impl Proxy {
             addr,
             state,
             latency_us,
+            held,
             accept,
         }
     }
@@ -96,6 +106,16 @@ impl Proxy {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.latency_us
             .store(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Holds every byte, each way, until [`Proxy::release`]: the database
+    /// answers nothing meanwhile, however long the test takes to look.
+    pub fn hold(&self) {
+        self.held.send_replace(true);
+    }
+
+    pub fn release(&self) {
+        self.held.send_replace(false);
     }
 
     /// Kills every open connection and refuses new ones.
@@ -199,7 +219,7 @@ impl HeldClaims {
 /// Waits until `n` sessions wait on `lock` (other tests' waits do not count).
 pub async fn wait_for_lock_waiters(db: &TestDb, lock: &RunLock, n: i64) {
     let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + super::PATIENCE;
     loop {
         // Waiters queue behind each other: count the whole chain.
         let (waiting,): (i64,) = sqlx::query_as(

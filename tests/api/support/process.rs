@@ -110,6 +110,9 @@ impl Process {
             .arg("--clients")
             .arg(clients)
             .env("RUST_LOG", rust_log)
+            // The pool of an in-process test server: the suite stays well
+            // within PostgreSQL's connections (a test's own flag wins).
+            .env("TESSERA_DB_MAX_CONNECTIONS", super::POOL_SIZE.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -118,9 +121,9 @@ impl Process {
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let log = Arc::new(Mutex::new(Vec::new()));
         let addr = loop {
-            let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            let line = tokio::time::timeout(super::PATIENCE, lines.next_line())
                 .await
-                .expect("server logs within 30 s")
+                .expect("the server logs")
                 .unwrap()
                 .expect("server exited before serving");
             log.lock().unwrap().push(line.clone());
@@ -161,7 +164,7 @@ impl Process {
 
     /// Sends SIGTERM and waits for a clean exit; returns every log line.
     pub async fn terminate(self) -> Vec<String> {
-        self.terminate_within(Duration::from_secs(20)).await.1
+        self.terminate_within(super::PATIENCE).await.1
     }
 
     /// Sends SIGTERM; returns how long the process took to exit cleanly,
