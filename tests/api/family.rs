@@ -5,8 +5,6 @@
 //! root allows, and revoking any member, live or not, revokes every live
 //! descendant, whoever minted it.
 
-use std::time::Duration;
-
 use serde_json::Value;
 use tessera::pb::{self, revoke_request::Target, rotate_request};
 use tonic::Code;
