@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 use tracing::debug;
 
 mod lineage;
+mod narrow;
 mod operators;
 mod replay;
 mod types;
