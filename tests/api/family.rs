@@ -9,6 +9,7 @@ use serde_json::Value;
 use tessera::pb::{self, revoke_request::Target, rotate_request};
 use tonic::Code;
 
+use crate::lineage::{delegate, secs};
 use crate::support::{
     Backend, TestApp, check, claim,
     http::{Auth, Version, form, send},
@@ -29,10 +30,6 @@ crate::both_backends!(
 const EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
 
-fn secs(seconds: i64) -> Option<prost_types::Duration> {
-    Some(prost_types::Duration { seconds, nanos: 0 })
-}
-
 /// A root anyone of the test clients may delegate from and claim.
 fn root(max_uses: u32) -> pb::MintRequest {
     pb::MintRequest {
@@ -52,15 +49,6 @@ fn child_of(token: &str, max_uses: u32) -> pb::DelegateRequest {
         max_uses,
         ..Default::default()
     }
-}
-
-async fn delegate(
-    app: &TestApp,
-    client: &str,
-    request: pb::DelegateRequest,
-) -> Result<pb::DelegateResponse, tonic::Status> {
-    let request = app.req(client, request);
-    app.client().delegate(request).await.map(|r| r.into_inner())
 }
 
 async fn rotate(app: &TestApp, token: &str, overlap: i64) -> pb::RotateResponse {

@@ -18,7 +18,7 @@ crate::both_backends!(
     delegation_depth_is_bounded,
 );
 
-fn secs(seconds: i64) -> Option<prost_types::Duration> {
+pub(crate) fn secs(seconds: i64) -> Option<prost_types::Duration> {
     Some(prost_types::Duration { seconds, nanos: 0 })
 }
 
@@ -31,7 +31,7 @@ async fn rotate(
     app.client().rotate(request).await.map(|r| r.into_inner())
 }
 
-async fn delegate(
+pub(crate) async fn delegate(
     app: &TestApp,
     client: &str,
     request: pb::DelegateRequest,
