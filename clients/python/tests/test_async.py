@@ -38,7 +38,9 @@ def test_every_call(server: Server, unique: str) -> None:
     async def go() -> None:
         async with AsyncClient(server.url) as tessera:
             await tessera.wait_ready()
-            minted = await tessera.mint(Mint(unique, scopes=["tool:*"], run_id=unique, max_uses=2, payload=b"p-1"))
+            # Three uses: the delegate takes one, the successor carries the
+            # count and keeps the rest.
+            minted = await tessera.mint(Mint(unique, scopes=["tool:*"], run_id=unique, max_uses=3, payload=b"p-1"))
             assert (await tessera.validate(Validate(minted.token, scopes=["tool:search"]))).valid
             child = await tessera.delegate(Delegate(minted.token, scopes=["tool:search"], max_uses=1))
             claimed = await tessera.claim(Claim(child.token, scopes=["tool:search"]))
