@@ -9,7 +9,10 @@ use super::parse_duration;
 #[derive(Args, Clone)]
 pub struct DatabaseConfig {
     /// `postgres://…` for replicas sharing one database, `sqlite://FILE`
-    /// (created if missing) for one machine.
+    /// (created if missing) for one machine. Several PostgreSQL hosts, as
+    /// libpq takes them (`postgres://h1:5432,h2:5432/db`), mean a
+    /// replicated cluster: Tessera writes only to the member that accepts
+    /// writes and follows it through a failover.
     #[arg(
         long = "database-url",
         env = "TESSERA_DATABASE_URL",

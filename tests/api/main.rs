@@ -11,6 +11,7 @@ mod credentials;
 mod credentials_race;
 mod credentials_store;
 mod exchange;
+mod failover;
 mod faults;
 mod http;
 mod input;
