@@ -9,6 +9,7 @@
 #   deploy/patroni/cluster.sh kill-primary  SIGKILL the primary's Patroni and PostgreSQL (a lost machine)
 #   deploy/patroni/cluster.sh start NAME    start a stopped member again (it rejoins as a standby)
 #   deploy/patroni/cluster.sh switchover    a planned switchover to a synchronous standby
+#   deploy/patroni/cluster.sh heal          once another member leads, start the stopped ones; wait
 #   deploy/patroni/cluster.sh wait          wait until there is a primary and a streaming sync standby
 #   deploy/patroni/cluster.sh down          stop everything and remove the data
 #
@@ -240,6 +241,20 @@ for m in json.load(sys.stdin)["members"]:
   echo "$leader -> $candidate"
 }
 
+# A member killed while it led must not come back before another leads: its
+# Patroni would find its own leader key, still live, and lead again.
+heal() {
+  local leader i
+  for _ in $(seq 240); do
+    leader=$(primary)
+    [ -n "$leader" ] && alive "$DIR/$leader/patroni.pid" && break
+    sleep 0.25
+  done
+  for i in $(seq "$MEMBERS"); do start_member "pg$i"; done
+  wait_ready 120
+  echo "primary $(primary)"
+}
+
 case "${1:-}" in
   up) up ;;
   down) down ;;
@@ -250,5 +265,6 @@ case "${1:-}" in
   kill-primary) kill_primary ;;
   start) start_member "${2:?member name, e.g. pg1}" ;;
   switchover) switchover ;;
-  *) sed -n '2,20p' "$0" >&2; exit 2 ;;
+  heal) heal ;;
+  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
 esac
