@@ -140,9 +140,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers.spawn(work(shared.clone(), worker as u64));
     }
     let faults = tokio::spawn(supervise(shared.clone(), args.faults, args.heal));
+    let progress = tokio::spawn(progress(shared.clone()));
     while let Some(done) = workers.join_next().await {
         done?;
     }
+    progress.abort();
     let faults = faults.await??;
     let elapsed = shared.started.elapsed();
     let rounds = std::mem::take(&mut *shared.rounds.lock().expect("rounds"));
@@ -291,6 +293,20 @@ async fn supervise(
         });
     }
     Ok(done)
+}
+
+/// A line on stderr every 10 s, so that a long run shows it is moving.
+async fn progress(shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        let claims = shared.claims.load(Ordering::Relaxed);
+        let secs = shared.started.elapsed().as_secs_f64();
+        eprintln!(
+            "soak: {claims} of {} claims sent in {secs:.0} s ({:.0}/s)",
+            shared.target,
+            claims as f64 / secs
+        );
+    }
 }
 
 /// Runs `command` with `sh -c` off the runtime; its stdout, or an error.

@@ -138,7 +138,8 @@ impl PgStore {
                 members: options,
                 pools: vec![pool.clone(), health.clone()],
                 wake,
-                current: Arc::default(),
+                current: 0,
+                searching: false,
                 found,
             };
             // Outside a runtime (never, for `serve` and `migrate`) the

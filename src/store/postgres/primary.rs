@@ -16,13 +16,7 @@
 //!   a connection meanwhile get one from the new primary, or UNAVAILABLE
 //!   when the acquire timeout passes first.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use sqlx::{
     ConnectOptions, PgConnection, PgPool,
@@ -77,7 +71,10 @@ pub(super) struct Follower {
     pub pools: Vec<PgPool>,
     pub wake: Wake,
     /// The member the pools point at, an index into `members`.
-    pub current: Arc<AtomicUsize>,
+    pub current: usize,
+    /// Whether the search has failed since a member last accepted writes,
+    /// so that an outage is logged once, not every probe.
+    pub searching: bool,
     /// Set once a member that accepts writes has been found: migrations
     /// wait for it, so that a first member that is down or a standby does
     /// not fail the start.
@@ -85,7 +82,7 @@ pub(super) struct Follower {
 }
 
 impl Follower {
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut probe: Option<PgConnection> = None;
         loop {
             if self.pools.iter().any(PgPool::is_closed) {
@@ -111,8 +108,8 @@ impl Follower {
     /// Tries every member, the one followed first, and follows the first
     /// that accepts writes; `None` if none does (yet): the next probe
     /// tries again.
-    async fn find(&self) -> Option<PgConnection> {
-        let from = self.current.load(Ordering::Relaxed);
+    async fn find(&mut self) -> Option<PgConnection> {
+        let from = self.current;
         for step in 0..self.members.len() {
             let at = (from + step) % self.members.len();
             let member = &self.members[at];
@@ -127,17 +124,21 @@ impl Follower {
                     for pool in &self.pools {
                         pool.set_connect_options(member.clone());
                     }
-                    self.current.store(at, Ordering::Relaxed);
+                    self.current = at;
                     info!(
                         member = %describe(member),
                         "following the primary to another member"
                     );
                 }
                 self.found.send_replace(true);
+                self.searching = false;
                 return Some(conn);
             }
         }
-        warn!("no database member accepts writes; trying again");
+        if !self.searching {
+            warn!("no database member accepts writes; trying each again until one does");
+            self.searching = true;
+        }
         None
     }
 }
