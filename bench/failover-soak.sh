@@ -44,12 +44,15 @@ URL=$("$CLUSTER" url)
 
 mkdir -p "$RUN"
 pids=()
+# The replicas' logs are kept when the run failed, for reading.
 cleanup() {
+  local status=$1
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
   if [ "$KEEP" = 0 ] && [ "$was_up" = 0 ]; then "$CLUSTER" down; fi
+  if [ "$status" = 0 ]; then rm -rf "$RUN"; else echo "replicas' logs: $RUN" >&2; fi
 }
-trap cleanup EXIT
+trap 'cleanup $?' EXIT
 
 "$TARGET_DIR/tessera" migrate --database-url "$URL"
 urls=()
