@@ -1,4 +1,6 @@
-//! PostgreSQL: the production store that many replicas share.
+//! PostgreSQL: the production store that many replicas share. Given the
+//! members of a replicated cluster, it writes only to the one that accepts
+//! writes and follows it through a failover ([`primary`]).
 
 use std::{
     sync::{Arc, OnceLock},
