@@ -6,10 +6,10 @@ use sqlx::postgres::PgListener;
 use super::PgStore;
 use crate::{store::Invalidation, token::TokenHash};
 
-/// The channel the `grants_ended` trigger notifies (migration 0009): one per
-/// schema, named from the schema that holds the `grants` table this
+/// The channel the `grants_ended` trigger notifies (migration 0009), one
+/// per schema: named from the schema that holds the `grants` table this
 /// connection's statements find (the same search path).
-const CHANNEL: &str = "SELECT 'tessera_grants_' || left(md5(n.nspname), 16) \
+const CHANNEL_OF_SCHEMA: &str = "SELECT 'tessera_grants_' || left(md5(n.nspname), 16) \
      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE c.oid = 'grants'::regclass";
 
@@ -24,7 +24,9 @@ impl PgStore {
         on: &impl Fn(Invalidation),
     ) -> std::result::Result<(), sqlx::Error> {
         let mut listener = PgListener::connect_with(&self.pool).await?;
-        let channel: String = sqlx::query_scalar(CHANNEL).fetch_one(&mut listener).await?;
+        let channel: String = sqlx::query_scalar(CHANNEL_OF_SCHEMA)
+            .fetch_one(&mut listener)
+            .await?;
         listener.listen(&channel).await?;
         on(Invalidation::Resumed);
         while let Some(notification) = listener.try_recv().await? {
