@@ -115,7 +115,7 @@ start_member() {
   alive "$DIR/$name/patroni.pid" && return
   # setpriv execs (no parent left behind), so the pid file names Patroni itself.
   HOME="$DIR/$name" setsid setpriv --reuid=postgres --regid=postgres --init-groups \
-    patroni "$DIR/$name/patroni.yml" >>"$DIR/$name/patroni.log" 2>&1 </dev/null &
+    patroni "$DIR/$name/patroni.yml" >>"$DIR/$name/patroni.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DIR/$name/patroni.pid"
 }
 
@@ -166,7 +166,7 @@ up() {
       --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
       --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
       --initial-cluster "tessera-ha=http://127.0.0.1:$((ETCD_PORT + 1))" \
-      >>"$DIR/etcd.log" 2>&1 </dev/null &
+      >>"$DIR/etcd.log" 2>&1 </dev/null 9>&- &
     echo $! >"$DIR/etcd.pid"
     for _ in $(seq 60); do
       ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:$ETCD_PORT" endpoint health >/dev/null 2>&1 && break
@@ -212,7 +212,7 @@ down() {
     [ -n "$pm" ] && kill -9 "$pm" 2>/dev/null || true
   done
   stop_pid "$DIR/etcd.pid"
-  rm -rf "$DIR"
+  rm -rf "$DIR" "$DIR.lock"
   say "down"
 }
 
@@ -255,9 +255,18 @@ heal() {
   echo "primary $(primary)"
 }
 
+# One `up` or `down` at a time per directory: a soak starting while the last
+# one's cleanup still runs would otherwise lose its data directory. (The
+# daemons are started without fd 9, so that they do not hold the lock.)
+locked() {
+  exec 9>"$DIR.lock"
+  flock 9
+  "$@"
+}
+
 case "${1:-}" in
-  up) up ;;
-  down) down ;;
+  up) locked up ;;
+  down) locked down ;;
   url) url ;;
   status) ctl list ;;
   primary) primary ;;
