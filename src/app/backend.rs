@@ -37,7 +37,9 @@ impl Backend {
     /// what start-up and the commands use, so that an unreachable or missing
     /// database is named as such.
     pub async fn connect(db: &DatabaseConfig) -> anyhow::Result<Self> {
-        if is_postgres(&db.url) {
+        // A cluster's members are tried in turn by the store itself, which
+        // waits for the one that accepts writes; one host is probed here.
+        if is_postgres(&db.url) && !names_several_hosts(&db.url) {
             probe_postgres(db).await?;
         }
         Self::open(db)
@@ -94,6 +96,16 @@ impl Backend {
 
 fn is_postgres(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Whether a PostgreSQL URL lists several hosts (`postgres://h1,h2/db`).
+fn names_several_hosts(url: &str) -> bool {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = after_scheme.split(['/', '?']).next().unwrap_or("");
+    let hosts = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, hosts)| hosts);
+    hosts.contains(',')
 }
 
 /// Opens and closes one connection, within the longer of the acquire
@@ -159,5 +171,26 @@ fn explain(err: &sqlx::Error, options: &PgConnectOptions, at: &str) -> anyhow::E
             ),
         },
         other => anyhow::anyhow!("cannot connect to PostgreSQL at {at}: {other}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_several_hosts;
+
+    #[test]
+    fn a_host_list_is_told_from_one_host() {
+        for (url, several) in [
+            (
+                "postgres://h1:5432,h2:5433/db?target_session_attrs=read-write",
+                true,
+            ),
+            ("postgres://user:pa,ss@h1,h2/db", true),
+            ("postgres://user:pa,ss@h1:5432/db", false),
+            ("postgres://h1:5432/db?options=a,b", false),
+            ("postgresql://localhost/db", false),
+        ] {
+            assert_eq!(names_several_hosts(url), several, "{url}");
+        }
     }
 }

@@ -14,8 +14,11 @@ pub const DEFAULT_DATABASE_URL: &str = "sqlite://tessera.db";
 #[command(next_help_heading = "Database")]
 pub struct DatabaseConfig {
     /// `postgres://…` for replicas sharing one database, `sqlite://FILE`
-    /// (created if missing) for one machine. Not given: DATABASE_URL, then
-    /// sqlite://tessera.db in the working directory.
+    /// (created if missing) for one machine. Several PostgreSQL hosts, as
+    /// libpq takes them (`postgres://h1:5432,h2:5432/db`), mean a
+    /// replicated cluster: Tessera writes only to the member that accepts
+    /// writes and follows it through a failover. Not given: DATABASE_URL,
+    /// then sqlite://tessera.db in the working directory.
     #[arg(
         long = "database-url",
         env = "TESSERA_DATABASE_URL",

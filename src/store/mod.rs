@@ -72,6 +72,9 @@ fn is_transient(code: Option<&str>) -> bool {
             code.starts_with("08") // connection exception
                 || code.starts_with("57P") // admin/crash shutdown, cannot connect now
                 || code == "53300" // too many connections
+                // read_only_sql_transaction: a member demoted under the
+                // connection refused the write, so nothing was done.
+                || code == "25006"
                 || code == "5" // SQLITE_BUSY
                 || code == "6" // SQLITE_LOCKED
                 || code == "517" // SQLITE_BUSY_SNAPSHOT

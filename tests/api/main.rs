@@ -14,6 +14,7 @@ mod credentials;
 mod credentials_race;
 mod credentials_store;
 mod exchange;
+mod failover;
 mod family;
 mod family_race;
 mod faults;

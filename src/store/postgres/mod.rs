@@ -1,4 +1,6 @@
-//! PostgreSQL: the production store that many replicas share.
+//! PostgreSQL: the production store that many replicas share. Given the
+//! members of a replicated cluster, it writes only to the one that accepts
+//! writes and follows it through a failover ([`primary`]).
 
 use std::{
     sync::{Arc, OnceLock},
@@ -30,8 +32,10 @@ macro_rules! pg {
 
 mod credentials;
 mod dialect;
+mod hosts;
 mod keyed;
 mod listen;
+mod primary;
 mod retry;
 
 /// The statements each hot RPC runs on success, in order and by name, for
@@ -69,6 +73,9 @@ pub struct PgStore {
     /// One connection of its own for readiness checks, so a pool busy with
     /// calls does not read as a database that is down.
     health: PgPool,
+    /// With several members: whether the one that accepts writes has been
+    /// found yet (see [`primary`]).
+    primary_found: Option<tokio::sync::watch::Receiver<bool>>,
     /// Validate's lookups and Mint's inserts, batched (see
     /// [`super::batch`]); started on first use, on the runtime that serves.
     batches: Arc<OnceLock<Batches>>,
@@ -87,29 +94,20 @@ impl PgStore {
     /// Builds the pools; connections are opened on first use, so a replica
     /// can start (and report NOT_SERVING) while the database is away.
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options: PgConnectOptions = db.url.parse()?;
-        // The URL may name the connections (`application_name=`), e.g. one
-        // name per replica; otherwise they are "tessera".
-        let options = match options.get_application_name() {
-            Some(_) => options,
-            None => options.application_name("tessera"),
+        let members = hosts::parse(&db.url).map_err(anyhow::Error::msg)?;
+        let options = members
+            .urls
+            .iter()
+            .map(|url| Ok(hosts::configure(url.parse()?, db)))
+            .collect::<anyhow::Result<Vec<PgConnectOptions>>>()?;
+        let wake = primary::Wake::default();
+        // Several members, or `target_session_attrs=read-write`: every new
+        // connection checks that its member accepts writes.
+        let checked = |pool: PgPoolOptions| match members.read_write {
+            true => primary::check_writable(pool, wake.clone()),
+            false => pool,
         };
-        let options = options.options([
-            (
-                "statement_timeout",
-                format!("{}ms", db.statement_timeout.as_millis()),
-            ),
-            // Every statement is prepared once per connection and looks rows
-            // up by a unique key or an index: the generic plan is the right
-            // one, and replanning each execution (which PostgreSQL does
-            // while a custom plan looks cheaper, as for array parameters)
-            // would cost more than running it.
-            ("plan_cache_mode", "force_generic_plan".to_owned()),
-            // NOTICEs (`relation "_sqlx_migrations" already exists,
-            // skipping` on every start) are not worth an INFO line.
-            ("client_min_messages", "warning".to_owned()),
-        ]);
-        let pool = PgPoolOptions::new()
+        let pool = checked(PgPoolOptions::new())
             .max_connections(db.max_connections)
             .acquire_timeout(db.acquire_timeout)
             // A ping before every query would double the round trips of the
@@ -125,18 +123,37 @@ impl PgStore {
                     Ok(true)
                 })
             })
-            .connect_lazy_with(options.clone());
+            .connect_lazy_with(options[0].clone());
         // Its one query is the check: a ping before it would double the
         // round trips, and under a slow network push the answer past the
         // readiness deadline.
-        let health = PgPoolOptions::new()
+        let health = checked(PgPoolOptions::new())
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)
             .test_before_acquire(false)
-            .connect_lazy_with(options);
+            .connect_lazy_with(options[0].clone());
+        let mut primary_found = None;
+        if members.read_write {
+            let (found, found_rx) = tokio::sync::watch::channel(false);
+            primary_found = Some(found_rx);
+            let follower = primary::Follower {
+                members: options,
+                pools: vec![pool.clone(), health.clone()],
+                wake,
+                current: 0,
+                searching: false,
+                found,
+            };
+            // Outside a runtime (never, for `serve` and `migrate`) the
+            // pools stay on the first member, still refusing standbys.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(follower.run());
+            }
+        }
         Ok(Self {
             pool,
             health,
+            primary_found,
             batches: Arc::default(),
             batch_slots: (
                 LOOKUP_SLOTS.min(db.max_connections).max(1) as usize,
@@ -200,6 +217,7 @@ pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Er
 impl PgStore {
     /// The migrations this binary carries that the database has not applied.
     pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        self.primary_found().await;
         let migrator = sqlx::migrate!("migrations/postgres");
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
@@ -210,8 +228,22 @@ impl PgStore {
     }
 }
 
+impl PgStore {
+    /// With several members, waits (at most the acquire timeout) until the
+    /// one that accepts writes is found, so that a first member that is
+    /// down or a standby does not fail the start; if none is, the caller's
+    /// own connection then fails with the reason.
+    async fn primary_found(&self) {
+        if let Some(mut found) = self.primary_found.clone() {
+            let wait = self.pool.options().get_acquire_timeout();
+            let _ = tokio::time::timeout(wait, found.wait_for(|found| *found)).await;
+        }
+    }
+}
+
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
+        self.primary_found().await;
         sqlx::migrate!("migrations/postgres")
             .run(&self.pool)
             .await?;
