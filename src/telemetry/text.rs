@@ -174,25 +174,8 @@ fn message_text(out: &mut impl fmt::Write, message: &str) -> fmt::Result {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex},
-    };
-
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Sink {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::json::tests::Sink;
 
     /// What `emit` writes after `target: `, as the server would.
     fn logged(emit: impl FnOnce()) -> String {

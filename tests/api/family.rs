@@ -95,7 +95,9 @@ fn seconds(at: &Option<prost_types::Timestamp>) -> i64 {
 async fn a_child_of_a_rotated_parent_ends_with_its_overlap(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let parent = app.mint("minter", root(0)).await.unwrap();
-    let rotated = rotate(&app, &parent.token, 2).await;
+    // The attack used 2 s; 5 s leaves a busy machine room to
+    // delegate and exchange inside the overlap, which is what is tested.
+    let rotated = rotate(&app, &parent.token, 5).await;
     let overlap_ends = seconds(&rotated.previous.as_ref().unwrap().revoked_at);
 
     // During the overlap, from the old token, by Delegate and by exchange.
@@ -109,7 +111,7 @@ async fn a_child_of_a_rotated_parent_ends_with_its_overlap(backend: Backend) {
     );
     let exchanged = exchange(&app, "other", &parent.token).await;
     assert!(
-        exchanged["expires_in"].as_i64().unwrap() <= 2,
+        exchanged["expires_in"].as_i64().unwrap() <= 5,
         "{exchanged}"
     );
     let exchanged = exchanged["access_token"].as_str().unwrap().to_owned();
