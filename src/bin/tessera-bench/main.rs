@@ -11,6 +11,7 @@
 //! one of the floors bench/count.py counts Tessera against instead.
 
 mod floor;
+mod http;
 mod load;
 mod progress;
 mod propagation;
