@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 CLAIMS=100000
 CONCURRENCY=32
-FAULTS=kill,switchover,partition
+FAULTS=kill,switchover
 KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
