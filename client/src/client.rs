@@ -26,8 +26,7 @@ use crate::{
     },
     requests::{
         Claim, ClaimOutcome, Delegate, GrantPage, ListGrants, Mint, Minted, Revision, Revoke,
-        Revoked, Rotate,
-        Rotated, Validate, Validation,
+        Revoked, Rotate, Rotated, Validate, Validation,
     },
     retry::{self, Idempotence, RetryPolicy},
     secret::{ClientKey, Token},

@@ -6,7 +6,7 @@ use crate::{
     audit::{Event, RevokeCause},
     clients::Caller,
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revision, Revoked, Store},
+    store::{Grant, ListQuery, Revision, RevokeReason, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 

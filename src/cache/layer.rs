@@ -14,7 +14,7 @@ use crate::{
     metrics::PoolProbe,
     store::{
         Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant,
-        Prior, Result, RevokeReason, RevokeTarget, Revision, Revoked, Rotated, Rotation, Store,
+        Prior, Result, Revision, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store,
     },
     token::TokenHash,
 };

@@ -170,7 +170,13 @@ impl GrantCache {
     /// [`Self::fill`] with an answer that may already be `age` old (a
     /// standby's): it is kept for only what is left of `max_age`, so that
     /// an answer from memory is never older than that in all.
-    pub fn fill_aged(&self, hash: TokenHash, lookup: Option<&Lookup>, ticket: Ticket, age: Duration) {
+    pub fn fill_aged(
+        &self,
+        hash: TokenHash,
+        lookup: Option<&Lookup>,
+        ticket: Ticket,
+        age: Duration,
+    ) {
         let mut state = self.state();
         if state.pending.get(&hash) != Some(&ticket.0) {
             return;

@@ -9,7 +9,7 @@ use crate::{
     },
     input::{self, InvalidInput},
     pb,
-    store::{CredentialRef, Grant, Micros, RevokeReason, Revision},
+    store::{CredentialRef, Grant, Micros, Revision, RevokeReason},
     token::Token,
 };
 
@@ -115,7 +115,9 @@ pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
 
 /// A revision on the wire: empty when there is none.
 pub fn revision(revision: Option<Revision>) -> String {
-    revision.map(|revision| revision.to_string()).unwrap_or_default()
+    revision
+        .map(|revision| revision.to_string())
+        .unwrap_or_default()
 }
 
 /// Claim always asks the database: its compare-and-set is the point.

@@ -54,7 +54,18 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused() {
-        for text in ["", "16", "/1", "1/", "1/2/3", "G/1", "123456789/0", "+1/0", "-1/0", " 1/0"] {
+        for text in [
+            "",
+            "16",
+            "/1",
+            "1/",
+            "1/2/3",
+            "G/1",
+            "123456789/0",
+            "+1/0",
+            "-1/0",
+            " 1/0",
+        ] {
             assert!(text.parse::<Revision>().is_err(), "{text:?}");
         }
     }

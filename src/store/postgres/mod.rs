@@ -15,7 +15,7 @@ use sqlx::{
 
 use super::{
     Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
-    Result, RevokeReason, RevokeTarget, Revision, Revoked, Rotated, Rotation, Store, StoreError,
+    Result, Revision, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
     batch::{self, Answer, Batcher},
     sql, to_u32,
 };
@@ -38,6 +38,7 @@ mod listen;
 mod primary;
 mod replica;
 mod retry;
+mod revisions;
 
 /// The statements each hot RPC runs on success, in order and by name, for
 /// `tessera-bench --print-sql`: bench/compare.py hands them to pgbench.
@@ -153,15 +154,8 @@ impl PgStore {
                 runtime.spawn(follower.run());
             }
         }
-        let replicas = match &db.read_url {
-            Some(url) => Some(Arc::new(replica::Replicas::connect(db, url)?)),
-            None => None,
-        };
-        if let Some(replicas) = &replicas {
-            replicas.watch(&pool);
-        }
         Ok(Self {
-            replicas,
+            replicas: replica::Replicas::start(db, &pool)?,
             pool,
             health,
             primary_found,
@@ -281,28 +275,15 @@ impl Store for PgStore {
     }
 
     async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
-        if let Some(replicas) = &self.replicas
-            && let Some(found) = replicas.read(|db| async move { dialect::find(&db, hash).await }).await
-        {
-            return Ok(found);
-        }
-        Ok((self.find(hash).await?, Duration::ZERO))
+        self.find_on_standby(hash).await
     }
 
     async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Result<Option<Lookup>> {
-        if let Some(replicas) = &self.replicas
-            && let Some(found) = replicas.find_at(hash, revision).await
-        {
-            return Ok(found);
-        }
-        self.find(hash).await
+        self.find_past(hash, revision).await
     }
 
     async fn revision(&self) -> Result<Option<Revision>> {
-        match &self.replicas {
-            Some(replicas) => Ok(Some(replicas.revision(&self.pool).await?)),
-            None => Ok(None),
-        }
+        self.revision_now().await
     }
 
     async fn find_keyed(
@@ -381,23 +362,11 @@ impl Store for PgStore {
     }
 
     async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        if let Some(replicas) = &self.replicas
-            && let Some((found, _)) = replicas
-                .read(|db| async move { dialect::get(&db, grant_id, issued_by).await })
-                .await
-        {
-            return Ok(found);
-        }
-        self.get(grant_id, issued_by).await
+        self.get_on_standby(grant_id, issued_by).await
     }
 
     async fn list_recent(&self, query: &ListQuery) -> Result<ListPage> {
-        if let Some(replicas) = &self.replicas
-            && let Some((page, _)) = replicas.read(|db| async move { dialect::list(&db, query).await }).await
-        {
-            return Ok(page);
-        }
-        self.list(query).await
+        self.list_on_standby(query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
