@@ -53,11 +53,5 @@ pub mod telemetry;
 pub mod token;
 pub mod usage;
 
-/// Generated protobuf and gRPC code for `tessera.v1`.
-pub mod pb {
-    tonic::include_proto!("tessera.v1");
-
-    /// Encoded descriptors of `tessera.v1`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
-}
+/// The `tessera.v1` messages and stubs, from the wire crate the client shares.
+pub use tessera_wire::pb;
