@@ -21,7 +21,9 @@
 //! - [`usage`]: Validate's `last_used_at`, noted per call and written in bulk.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`door`]: keys, roles and in-flight shares, for gRPC and HTTP alike.
-//! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
+//! - [`failure`]: every error as the wire says it (a code from the wire's
+//!   table, a message safe to send); service failures logged here, once.
+//! - [`grpc`]: the thin tonic adapter; a failure becomes a `Status` in one place.
 //! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
 //! - [`net`]: listening, TLS and its reloads, serving each connection under
 //!   its deadlines and the connection cap; [`observe`]: metrics and access lines per call.
@@ -37,6 +39,7 @@ pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod door;
+pub mod failure;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;

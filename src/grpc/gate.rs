@@ -25,6 +25,7 @@ use tracing::{debug, info};
 use crate::{
     clients::{Caller, Role},
     door::{Credentials, Door},
+    failure::Failure,
     input::MAX_MESSAGE,
 };
 
@@ -206,7 +207,7 @@ where
                 }
             };
             let Some(permits) = door.permits(&caller.id) else {
-                let status = Status::resource_exhausted("server overloaded; retry with backoff");
+                let status = Status::from(Failure::overloaded());
                 return Ok(served(status.into_http(), caller));
             };
             parts.extensions.insert(caller.clone());

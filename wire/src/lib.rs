@@ -9,8 +9,10 @@
 //! - `redact.rs`: the `Debug` of every message that carries a token, a
 //!   key, a payload or a stored secret, written once.
 //! - [`codec`]: the protobuf codec the stubs use.
+//! - [`error`]: the one table of error codes, each mapped to gRPC and HTTP.
 
 pub mod codec;
+pub mod error;
 mod redact;
 
 /// The messages and gRPC stubs of `tessera.v1`.
