@@ -30,6 +30,28 @@
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.
+//!
+//! The wire itself (the `tessera.v1` messages, their redacting `Debug`, the
+//! table of error codes) is the `tessera-wire` crate (`wire/`), which the
+//! Rust client shares; [`pb`] is its messages.
+//!
+//! # Glossary
+//!
+//! A few names are metaphors; each stands for one thing:
+//!
+//! - **door** ([`door::Door`]): the one way in, for gRPC and HTTP alike.
+//!   It judges what a call [`door::Presented`] (its key, the client id it
+//!   claims) against the clients file and the method's role, and hands out
+//!   the in-flight permits, so a client's share is one share whichever
+//!   interface it uses.
+//! - **gate** ([`grpc::Gate`]): the gRPC side's tower layer that walks each
+//!   call through the door, after reading its body under the body deadline.
+//! - **face** ([`http::Face`]): the HTTP side, the OAuth endpoints, probes
+//!   and `/metrics`; `Face` is what its handlers share.
+//! - **credentials**: always the *stored upstream secrets* of
+//!   [`credentials`] (the `tessera.v1.Credentials` service and its store);
+//!   what a caller sends to be let in is its *client key*, and what the
+//!   door judges is what it presented.
 
 pub mod app;
 pub mod audit;

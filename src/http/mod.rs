@@ -31,7 +31,7 @@ use http_body_util::{BodyExt, Limited};
 use crate::{
     authority::{Authority, Error},
     clients::{AuthError, Role},
-    door::{Credentials, Door, Refused},
+    door::{Door, Presented, Refused},
     failure::Failure,
     grpc::Served,
     input::InvalidInput,
@@ -88,13 +88,13 @@ async fn readyz<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
 /// with the `metrics` role may read them.
 async fn metrics<S: Store>(State(face): State<Arc<Face<S>>>, request: Request) -> Response {
     let read = auth::from_headers(request.headers());
-    let credentials = Credentials {
+    let presented = Presented {
         key: read.key.as_ref().map(Option::as_deref).map_err(|e| *e),
         client_id: read.client_id.as_deref(),
     };
     match face
         .door
-        .admit("http", "metrics", credentials, Some(Role::Metrics))
+        .admit("http", "metrics", presented, Some(Role::Metrics))
     {
         Ok(caller) => {
             let mut response = Response::new(Body::from(face.metrics.encode()));

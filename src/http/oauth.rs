@@ -17,7 +17,7 @@ use super::{
 use crate::{
     authority::{Check, Target, Validated},
     clients::{Caller, Role},
-    door::Credentials,
+    door::Presented,
     grpc::Served,
     input::InvalidInput,
     store::{Grant, RevokeReason, Store},
@@ -154,7 +154,7 @@ pub(super) async fn authenticated<S: Store>(
     let read = auth::from_headers(request.headers());
     let admit = |key: Result<Option<&str>, &'static str>, client_id: Option<&str>, scheme| {
         face.door
-            .admit("http", method, Credentials { key, client_id }, Some(role))
+            .admit("http", method, Presented { key, client_id }, Some(role))
             .map_err(|err| refused(err, scheme))
     };
     let early = match read.scheme {
