@@ -19,7 +19,7 @@ use tracing::{info, warn};
 
 use crate::{
     clients::{Clients, Directory},
-    config::Config,
+    config::{Config, DatabaseConfig},
     credentials::Keyring,
     net::{self, Serving, tls::Tls},
     observe::ObserveLayer,
@@ -62,7 +62,12 @@ impl App {
             Some(path) => Some(Arc::new(Keyring::load(path)?)),
             None => None,
         };
-        let backend = Backend::connect(&config.database).await?;
+        // Standbys may lag the primary by what BOUNDED answers may.
+        let database = DatabaseConfig {
+            read_max_lag: config.cache_max_age,
+            ..config.database.clone()
+        };
+        let backend = Backend::connect(&database).await?;
         if config.no_migrate {
             backend.ensure_migrated().await?;
         } else {

@@ -6,7 +6,7 @@ use crate::{
     audit::{Event, RevokeCause},
     clients::Caller,
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revoked, Store},
+    store::{Grant, ListQuery, Revision, RevokeReason, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 
@@ -16,7 +16,7 @@ impl<S: Store> Authority<S> {
         caller: &Caller,
         target: Target,
         reason: RevokeReason,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<Revision>)> {
         let scope = caller.issuer_scope();
         let target = match target {
             Target::Token(token) => RevokeTarget::Token(token.hash()),
@@ -32,13 +32,13 @@ impl<S: Store> Authority<S> {
                 return Err(Error::NotFound);
             }
         }
-        Ok(revoked)
+        Ok((revoked, self.revision().await))
     }
 
     pub async fn get(&self, caller: &Caller, grant_id: String) -> Result<Grant> {
         let id = self::grant_id(grant_id, "grant_id")?;
         self.store
-            .get(&id, caller.issuer_scope())
+            .get_recent(&id, caller.issuer_scope())
             .await?
             .ok_or(Error::NotFound)
     }
@@ -66,7 +66,7 @@ impl<S: Store> Authority<S> {
         let after = page_token.map(|t| grant_id(t, "page_token")).transpose()?;
         let mut page = self
             .store
-            .list(&ListQuery {
+            .list_recent(&ListQuery {
                 subject,
                 run_id,
                 issued_by: caller.issuer_scope().map(str::to_owned),

@@ -8,7 +8,7 @@ use crate::{
     input::InvalidInput,
     rules::Denial,
     seal::Unsealable,
-    store::{CredentialRef, Grant, StoreError},
+    store::{CredentialRef, Grant, Revision, StoreError},
     token::Token,
 };
 
@@ -47,6 +47,9 @@ pub struct Check {
     pub subject: Option<String>,
     /// May be answered from this replica's cache (BOUNDED Validate).
     pub bounded: bool,
+    /// A BOUNDED Validate's answer must reflect at least the writes up to
+    /// this revision (from a Mint or Revoke): the cache is skipped.
+    pub at_least: Option<Revision>,
     /// Claim's idempotency key, if any.
     pub claim_key: Option<String>,
 }
@@ -65,6 +68,7 @@ impl Check {
             required_scopes: crate::input::scopes("required_scopes", required_scopes)?,
             subject: crate::input::optional_id("subject", subject)?,
             bounded,
+            at_least: None,
             claim_key: None,
         })
     }
@@ -77,6 +81,7 @@ impl std::fmt::Debug for Check {
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
             .field("bounded", &self.bounded)
+            .field("at_least", &self.at_least)
             .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
             .finish()
     }

@@ -44,6 +44,7 @@ impl fmt::Debug for pb::MintResponse {
         f.debug_struct("MintResponse")
             .field("token", &REDACTED)
             .field("grant", &self.grant)
+            .field("revision", &self.revision)
             .finish()
     }
 }
@@ -55,6 +56,7 @@ impl fmt::Debug for pb::ValidateRequest {
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
             .field("consistency", &self.consistency)
+            .field("at_least_as_fresh", &self.at_least_as_fresh)
             .finish()
     }
 }
@@ -248,7 +250,8 @@ mod tests {
                 "{:?}",
                 pb::MintResponse {
                     token: TOKEN.into(),
-                    grant: None
+                    grant: None,
+                    ..Default::default()
                 }
             ),
             format!(

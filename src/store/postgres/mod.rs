@@ -15,7 +15,7 @@ use sqlx::{
 
 use super::{
     Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
-    Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
+    Result, Revision, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
     batch::{self, Answer, Batcher},
     sql, to_u32,
 };
@@ -36,6 +36,7 @@ mod hosts;
 mod keyed;
 mod listen;
 mod primary;
+mod replica;
 mod retry;
 
 /// The statements each hot RPC runs on success, in order and by name, for
@@ -81,6 +82,8 @@ pub struct PgStore {
     batches: Arc<OnceLock<Batches>>,
     /// Lookup and write slots, within the pool.
     batch_slots: (usize, usize),
+    /// The standbys of `--database-read-url`, if given.
+    replicas: Option<Arc<replica::Replicas>>,
 }
 
 struct Batches {
@@ -150,7 +153,15 @@ impl PgStore {
                 runtime.spawn(follower.run());
             }
         }
+        let replicas = match &db.read_url {
+            Some(url) => Some(Arc::new(replica::Replicas::connect(db, url)?)),
+            None => None,
+        };
+        if let Some(replicas) = &replicas {
+            replicas.watch(&pool);
+        }
         Ok(Self {
+            replicas,
             pool,
             health,
             primary_found,
@@ -269,6 +280,33 @@ impl Store for PgStore {
         dialect::find(&self.pool, hash).await
     }
 
+    async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas
+                .read(|db| async move { dialect::find(&db, hash).await })
+                .await
+        {
+            return Ok(found);
+        }
+        Ok((self.find(hash).await?, Duration::ZERO))
+    }
+
+    async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Result<Option<Lookup>> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas.find_at(hash, revision).await
+        {
+            return Ok(found);
+        }
+        self.find(hash).await
+    }
+
+    async fn revision(&self) -> Result<Option<Revision>> {
+        match &self.replicas {
+            Some(replicas) => Ok(Some(replicas.revision(&self.pool).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn find_keyed(
         &self,
         hash: &TokenHash,
@@ -342,6 +380,28 @@ impl Store for PgStore {
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         dialect::list(&self.pool, query).await
+    }
+
+    async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
+        if let Some(replicas) = &self.replicas
+            && let Some((found, _)) = replicas
+                .read(|db| async move { dialect::get(&db, grant_id, issued_by).await })
+                .await
+        {
+            return Ok(found);
+        }
+        self.get(grant_id, issued_by).await
+    }
+
+    async fn list_recent(&self, query: &ListQuery) -> Result<ListPage> {
+        if let Some(replicas) = &self.replicas
+            && let Some((page, _)) = replicas
+                .read(|db| async move { dialect::list(&db, query).await })
+                .await
+        {
+            return Ok(page);
+        }
+        self.list(query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
