@@ -15,29 +15,33 @@ WORKDIR /src
 #    context as CI's check of the image.
 COPY Cargo.toml Cargo.lock ./
 COPY client/Cargo.toml client/
+COPY wire/Cargo.toml wire/
 COPY examples/mcp-rust/Cargo.toml examples/mcp-rust/
-RUN mkdir -p src client/src examples/mcp-rust/src \
+RUN mkdir -p src client/src wire/src examples/mcp-rust/src \
  && echo 'fn main() {}' > build.rs \
+ && echo 'fn main() {}' > wire/build.rs \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > examples/mcp-rust/src/main.rs \
- && touch src/lib.rs client/src/lib.rs \
+ && touch src/lib.rs client/src/lib.rs wire/src/lib.rs \
  && cargo build --release --locked --bin tessera \
- && rm -rf build.rs src client/src \
+ && rm -rf build.rs src client/src wire/build.rs wire/src \
     target/release/.fingerprint/tessera-* target/release/build/tessera-* \
     target/release/deps/tessera-* target/release/deps/libtessera-* \
     target/release/deps/tessera_* target/release/deps/libtessera_* \
     target/release/tessera
 
-# 2. The crates themselves: the real build scripts (protos; migrations are
-#    embedded by `sqlx::migrate!`) and sources, the client's too (the admin
-#    commands, `tessera grants …`, call the server through it). The
+# 2. The crates themselves: the real build scripts (the wire crate's
+#    compiles the protos; migrations are embedded by `sqlx::migrate!`) and
+#    sources, the wire's and the client's too (the admin commands,
+#    `tessera grants …`, call the server through the client). The
 #    stand-ins' fingerprints were removed above, so Cargo rebuilds both
 #    whatever the files' mtimes.
 COPY build.rs ./
 COPY proto proto
 COPY migrations migrations
 COPY src src
-COPY client/build.rs client/
+COPY wire/build.rs wire/
+COPY wire/src wire/src
 COPY client/src client/src
 RUN cargo build --release --locked --bin tessera
 

@@ -35,8 +35,10 @@ pub struct Admission {
     pub body_timeout: Duration,
 }
 
-/// What a request presented to say who it is.
-pub struct Credentials<'a> {
+/// What a request presented to say who it is (a key, and the client id
+/// it claims): not the stored upstream `credentials`, which are another
+/// thing entirely.
+pub struct Presented<'a> {
     /// The key, `None` if none was given, or why the credentials were unreadable.
     pub key: Result<Option<&'a str>, &'static str>,
     /// The client id the request claims (HTTP Basic and form credentials):
@@ -90,16 +92,16 @@ impl Door {
         &self,
         interface: &'static str,
         method: &'static str,
-        credentials: Credentials<'_>,
+        presented: Presented<'_>,
         role: Option<Role>,
     ) -> Result<Arc<Caller>, Refused> {
         let clients = self.clients.get();
-        let why = match credentials.key {
+        let why = match presented.key {
             Err(_) => Unauthenticated::Malformed,
             Ok(None) => Unauthenticated::NoKey,
             Ok(Some(_)) => Unauthenticated::UnknownKey,
         };
-        let caller = credentials
+        let caller = presented
             .key
             .map_err(AuthFailure::Unreadable)
             .and_then(|key| {
@@ -107,7 +109,7 @@ impl Door {
                     .authenticate(key)
                     .map_err(|_| AuthFailure::UnknownKey)
             })
-            .and_then(|caller| match credentials.client_id {
+            .and_then(|caller| match presented.client_id {
                 Some(id) if id != caller.id && !clients.is_dev() => {
                     Err(AuthFailure::ClientMismatch)
                 }

@@ -21,13 +21,37 @@
 //! - [`usage`]: Validate's `last_used_at`, noted per call and written in bulk.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`door`]: keys, roles and in-flight shares, for gRPC and HTTP alike.
-//! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
+//! - [`failure`]: every error as the wire says it (a code from the wire's
+//!   table, a message safe to send); service failures logged here, once.
+//! - [`grpc`]: the thin tonic adapter; a failure becomes a `Status` in one place.
 //! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
 //! - [`net`]: listening, TLS and its reloads, serving each connection under
 //!   its deadlines and the connection cap; [`observe`]: metrics and access lines per call.
 //! - [`metrics`]: the Prometheus registry.
 //! - [`app`]: start-up, health, reflection, the sweeper and graceful shutdown.
 //! - [`config`], [`telemetry`]: one settings struct; log set-up.
+//!
+//! The wire itself (the `tessera.v1` messages, their redacting `Debug`, the
+//! table of error codes) is the `tessera-wire` crate (`wire/`), which the
+//! Rust client shares; [`pb`] is its messages.
+//!
+//! # Glossary
+//!
+//! A few names are metaphors; each stands for one thing:
+//!
+//! - **door** ([`door::Door`]): the one way in, for gRPC and HTTP alike.
+//!   It judges what a call [`door::Presented`] (its key, the client id it
+//!   claims) against the clients file and the method's role, and hands out
+//!   the in-flight permits, so a client's share is one share whichever
+//!   interface it uses.
+//! - **gate** ([`grpc::Gate`]): the gRPC side's tower layer that walks each
+//!   call through the door, after reading its body under the body deadline.
+//! - **face** ([`http::Face`]): the HTTP side, the OAuth endpoints, probes
+//!   and `/metrics`; `Face` is what its handlers share.
+//! - **credentials**: always the *stored upstream secrets* of
+//!   [`credentials`] (the `tessera.v1.Credentials` service and its store);
+//!   what a caller sends to be let in is its *client key*, and what the
+//!   door judges is what it presented.
 
 pub mod app;
 pub mod audit;
@@ -37,6 +61,7 @@ pub mod clients;
 pub mod config;
 pub mod credentials;
 pub mod door;
+pub mod failure;
 #[cfg(test)]
 mod fuzz;
 pub mod grpc;
@@ -53,11 +78,5 @@ pub mod telemetry;
 pub mod token;
 pub mod usage;
 
-/// Generated protobuf and gRPC code for `tessera.v1`.
-pub mod pb {
-    tonic::include_proto!("tessera.v1");
-
-    /// Encoded descriptors of `tessera.v1`, served by reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/tessera_descriptor.bin"));
-}
+/// The `tessera.v1` messages and stubs, from the wire crate the client shares.
+pub use tessera_wire::pb;

@@ -3,9 +3,13 @@
 //! [`ClaimOutcome::Denied`](crate::ClaimOutcome::Denied) value, as in the
 //! proto. An error means the request was bad, the caller is not allowed,
 //! or the call did not complete.
+//!
+//! A status Tessera answers with is read through the wire crate's table of
+//! error codes ([`ErrorCode`]), the one the server answers by.
 
 use std::error::Error as _;
 
+use tessera_wire::error::ErrorCode;
 use tonic::{Code, Status};
 
 /// Why a call failed.
@@ -21,9 +25,10 @@ pub enum Error {
     /// The request was bad; Tessera names the field.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The client key is missing or unknown.
-    #[error("unauthenticated: the client key is missing or unknown")]
-    Unauthenticated,
+    /// The client key is missing, malformed or unknown; Tessera says which
+    /// and how to make one (never anything about other keys).
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
     /// The client lacks the method's role.
     #[error("permission denied: {0}")]
     PermissionDenied(String),
@@ -62,7 +67,7 @@ impl Error {
         Some(match self {
             Self::Config(_) | Self::Connect(_) | Self::Protocol(_) => return None,
             Self::InvalidArgument(_) => Code::InvalidArgument,
-            Self::Unauthenticated => Code::Unauthenticated,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::PermissionDenied(_) => Code::PermissionDenied,
             Self::NotFound => Code::NotFound,
             Self::FailedPrecondition(_) => Code::FailedPrecondition,
@@ -118,17 +123,25 @@ impl From<Status> for Error {
         if status.code() == Code::Unknown && status.source().is_some() {
             return Self::Unavailable { message, unsent };
         }
-        match status.code() {
-            Code::InvalidArgument => Self::InvalidArgument(message),
-            Code::Unauthenticated => Self::Unauthenticated,
-            Code::PermissionDenied => Self::PermissionDenied(message),
-            Code::NotFound => Self::NotFound,
-            Code::FailedPrecondition => Self::FailedPrecondition(message),
-            Code::Aborted => Self::Aborted(message),
-            Code::ResourceExhausted => Self::Overloaded,
-            Code::Unavailable => Self::Unavailable { message, unsent },
-            Code::DeadlineExceeded => Self::DeadlineExceeded,
-            code => Self::Rpc { code, message },
+        let Some(code) = ErrorCode::from_grpc(status.code()) else {
+            return match status.code() {
+                Code::DeadlineExceeded => Self::DeadlineExceeded,
+                code => Self::Rpc { code, message },
+            };
+        };
+        match code {
+            ErrorCode::InvalidArgument => Self::InvalidArgument(message),
+            ErrorCode::Unauthenticated => Self::Unauthenticated(message),
+            ErrorCode::PermissionDenied => Self::PermissionDenied(message),
+            ErrorCode::NotFound => Self::NotFound,
+            ErrorCode::FailedPrecondition => Self::FailedPrecondition(message),
+            ErrorCode::Aborted => Self::Aborted(message),
+            ErrorCode::Overloaded => Self::Overloaded,
+            ErrorCode::Unavailable => Self::Unavailable { message, unsent },
+            ErrorCode::Internal => Self::Rpc {
+                code: code.grpc(),
+                message,
+            },
         }
     }
 }

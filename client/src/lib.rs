@@ -91,25 +91,22 @@
 //! - `error.rs`: [`Error`], from gRPC statuses.
 //! - `secret.rs`: [`Token`], [`SecretBytes`].
 //! - `layer.rs` (feature `tower`): [`BearerAuth`].
-//! - `redact.rs`: `Debug` for the wire messages that carry secrets.
+//! - [`pb`]: the wire messages, from `tessera-wire` (which also writes the
+//!   `Debug` of those that carry secrets).
 
 mod client;
 mod error;
 #[cfg(feature = "tower")]
 mod layer;
-mod redact;
 mod requests;
 #[cfg(feature = "tower")]
 mod resource;
 mod retry;
 mod secret;
 
-/// The wire messages and generated stubs of `tessera.v1`, compiled from
-/// the same protos as the server.
-pub mod pb {
-    #![allow(clippy::all, missing_docs)]
-    tonic::include_proto!("tessera.v1");
-}
+/// The wire messages and generated stubs of `tessera.v1`: the server's
+/// own, from the wire crate both share.
+pub use tessera_wire::pb;
 
 pub use client::{Client, ClientBuilder, CredentialsClient, DEFAULT_URL, KeyInterceptor};
 pub use error::Error;

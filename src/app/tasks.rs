@@ -9,10 +9,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::watch;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tracing::{info, warn};
 
+use super::shutdown::Stopping;
 use crate::{
     authority::Authority,
     clients::Directory,
@@ -60,11 +60,7 @@ impl Readiness {
 }
 
 /// Reports SERVING only while the store answers.
-pub async fn watch_readiness<S: Store>(
-    store: S,
-    readiness: Readiness,
-    mut stopped: watch::Receiver<()>,
-) {
+pub async fn watch_readiness<S: Store>(store: S, readiness: Readiness, mut stopping: Stopping) {
     let mut ready = None;
     loop {
         let ok = matches!(
@@ -78,7 +74,7 @@ pub async fn watch_readiness<S: Store>(
                 warn!("database unreachable: NOT_SERVING");
             }
             // Shutdown owns the last word on readiness.
-            if stopped.has_changed().is_err() {
+            if stopping.is_stopping() {
                 return;
             }
             readiness.set(ok).await;
@@ -86,20 +82,17 @@ pub async fn watch_readiness<S: Store>(
         }
         tokio::select! {
             _ = tokio::time::sleep(HEALTH_INTERVAL) => {}
-            _ = stopped.changed() => return,
+            () = stopping.wait() => return,
         }
     }
 }
 
 /// Writes Validate's uses every [`USAGE_INTERVAL`] until shutdown.
-pub async fn record_usage<S: Store>(
-    authority: Arc<Authority<S>>,
-    mut stopped: watch::Receiver<()>,
-) {
+pub async fn record_usage<S: Store>(authority: Arc<Authority<S>>, mut stopping: Stopping) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(USAGE_INTERVAL) => {}
-            _ = stopped.changed() => return,
+            () = stopping.wait() => return,
         }
         if let Err(err) = authority.record_usage().await {
             warn!(error = %err, "last_used_at not recorded; retrying with the next batch");
@@ -110,11 +103,7 @@ pub async fn record_usage<S: Store>(
 /// Listens for other replicas' changes until shutdown; `store` is the
 /// cached store, which forgets what they changed, so this only reports
 /// whether the cache is hearing them.
-pub async fn invalidate<S: Store>(
-    store: S,
-    metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<()>,
-) {
+pub async fn invalidate<S: Store>(store: S, metrics: Arc<Metrics>, mut stopping: Stopping) {
     let listen = store.listen(move |event| match event {
         Invalidation::Resumed => {
             metrics.listener_up.set(1);
@@ -126,7 +115,7 @@ pub async fn invalidate<S: Store>(
     });
     tokio::select! {
         _ = listen => {}
-        _ = stopped.changed() => {}
+        () = stopping.wait() => {}
     }
 }
 
@@ -136,12 +125,12 @@ pub async fn sweep<S: Store>(
     retention: Duration,
     interval: Duration,
     metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<()>,
+    mut stopping: Stopping,
 ) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = stopped.changed() => return,
+            () = stopping.wait() => return,
         }
         let mut deleted = 0;
         loop {
@@ -166,11 +155,7 @@ pub async fn sweep<S: Store>(
 }
 
 /// Counts the live grants for the gauge every [`LIVE_GRANTS_INTERVAL`].
-pub async fn count_live<S: Store>(
-    store: S,
-    metrics: Arc<Metrics>,
-    mut stopped: watch::Receiver<()>,
-) {
+pub async fn count_live<S: Store>(store: S, metrics: Arc<Metrics>, mut stopping: Stopping) {
     loop {
         match store.count_live().await {
             Ok(count) => {
@@ -182,7 +167,7 @@ pub async fn count_live<S: Store>(
         }
         tokio::select! {
             _ = tokio::time::sleep(LIVE_GRANTS_INTERVAL) => {}
-            _ = stopped.changed() => return,
+            () = stopping.wait() => return,
         }
     }
 }
@@ -197,7 +182,7 @@ pub struct Reloadable {
 /// and at once on SIGHUP. A file that changed and loads is in force for
 /// the next call or connection; one that does not load leaves the old one
 /// in force, and says why once.
-pub async fn reload(files: Reloadable, metrics: Arc<Metrics>, mut stopped: watch::Receiver<()>) {
+pub async fn reload(files: Reloadable, metrics: Arc<Metrics>, mut stopping: Stopping) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // The last failure of each file, so that one that stays broken (or
@@ -218,7 +203,7 @@ pub async fn reload(files: Reloadable, metrics: Arc<Metrics>, mut stopped: watch
         tokio::select! {
             _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
             _ = hangup_received => info!("SIGHUP: looking at the clients and TLS files"),
-            _ = stopped.changed() => return,
+            () = stopping.wait() => return,
         }
         if let Some((path, directory)) = &files.clients {
             match directory.reload(path) {

@@ -191,29 +191,4 @@ pub enum Error {
     Credential(#[from] crate::credentials::Error),
 }
 
-impl Error {
-    /// Logs the detail of a service failure (SQL, driver, host names),
-    /// which never goes onto the wire; client mistakes are not logged.
-    pub fn log(&self) {
-        match self {
-            Error::Store(StoreError::Unavailable(source)) => {
-                tracing::error!(error = %source, "database unavailable");
-            }
-            Error::Store(StoreError::Internal(source)) => {
-                tracing::error!(error = %source, "database error");
-            }
-            Error::Unsealable(source) => {
-                tracing::error!(error = %source, "stored payload does not open");
-            }
-            // Logged where it is mapped, by the Credentials service's own mapping.
-            Error::Credential(_) => {}
-            Error::Invalid(_)
-            | Error::NotFound
-            | Error::ParentUnknown
-            | Error::Precondition(_)
-            | Error::Forbidden(_) => {}
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, Error>;

@@ -101,7 +101,7 @@ impl Remote {
                 let io = std::io::Error::other(message);
                 hint::connection(&addr, self.plaintext(), &io)
             }
-            Error::Unauthenticated => {
+            Error::Unauthenticated(_) => {
                 let what = match self.key() {
                     Ok(Some(_)) => "the server does not know this client key",
                     _ => "no client key was sent",

@@ -78,24 +78,6 @@ pub enum Error {
     Unsealable(#[from] Unsealable),
 }
 
-impl Error {
-    /// Logs the detail of a service failure, which never goes onto the wire.
-    pub fn log(&self) {
-        match self {
-            Error::Store(StoreError::Unavailable(source)) => {
-                tracing::error!(error = %source, "database unavailable");
-            }
-            Error::Store(StoreError::Internal(source)) => {
-                tracing::error!(error = %source, "database error");
-            }
-            Error::Unsealable(source) => {
-                tracing::error!(error = %source, "stored credential does not open");
-            }
-            _ => {}
-        }
-    }
-}
-
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A Put whose fields passed their limits.

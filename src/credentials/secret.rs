@@ -28,7 +28,7 @@ impl fmt::Debug for Secret {
 }
 
 /// A value's size in place of the value.
-pub(crate) struct Size(pub usize);
+struct Size(usize);
 
 impl fmt::Debug for Size {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

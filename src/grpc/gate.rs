@@ -24,7 +24,8 @@ use tracing::{debug, info};
 
 use crate::{
     clients::{Caller, Role},
-    door::{Credentials, Door},
+    door::{Door, Presented},
+    failure::Failure,
     input::MAX_MESSAGE,
 };
 
@@ -160,11 +161,11 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let (method, role) = route(request.uri().path());
-        let credentials = Credentials {
+        let presented = Presented {
             key: bearer(request.headers()),
             client_id: None,
         };
-        let caller = match self.door.admit("grpc", method, credentials, role) {
+        let caller = match self.door.admit("grpc", method, presented, role) {
             Ok(caller) => caller,
             Err(refused) => {
                 let response = Status::from(refused.error).into_http();
@@ -206,7 +207,7 @@ where
                 }
             };
             let Some(permits) = door.permits(&caller.id) else {
-                let status = Status::resource_exhausted("server overloaded; retry with backoff");
+                let status = Status::from(Failure::overloaded());
                 return Ok(served(status.into_http(), caller));
             };
             parts.extensions.insert(caller.clone());

@@ -1,11 +1,9 @@
 //! The gRPC adapter: authenticate, shape the input, call the authority, map
 //! the result. No rule lives here.
 
-pub(crate) mod codec;
 pub(crate) mod convert;
 mod credentials;
 mod gate;
-mod redact;
 mod status;
 
 use std::sync::Arc;

@@ -1,73 +1,47 @@
-//! Every error becomes a `tonic::Status` here, and only here.
-//!
-//! Client mistakes get a message naming the field or the missing role.
-//! Service failures get a fixed message: the detail (SQL, driver, host
-//! names) goes to the log, never onto the wire.
+//! Every error becomes a `tonic::Status` here, and only here: through
+//! [`Failure`](crate::failure::Failure), whose code the wire's table maps
+//! to its gRPC code (the HTTP face maps the same failure by the same table).
 
 use tonic::Status;
 
 use crate::{
-    authority::Error, clients::AuthError, credentials, input::InvalidInput, store::StoreError,
+    authority::Error, clients::AuthError, credentials, failure::Failure, input::InvalidInput,
 };
+
+impl From<Failure> for Status {
+    fn from(failure: Failure) -> Self {
+        Status::new(failure.code.grpc(), failure.message)
+    }
+}
 
 impl From<AuthError> for Status {
     fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::Unauthenticated(_) => Status::unauthenticated(err.to_string()),
-            AuthError::PermissionDenied(_) => Status::permission_denied(err.to_string()),
-        }
+        Failure::from(err).into()
     }
 }
 
 impl From<InvalidInput> for Status {
     fn from(err: InvalidInput) -> Self {
-        Status::invalid_argument(err.to_string())
+        Failure::from(err).into()
     }
 }
 
 impl From<Error> for Status {
     fn from(err: Error) -> Self {
-        err.log();
-        match err {
-            Error::Invalid(invalid) => invalid.into(),
-            Error::NotFound => Status::not_found("grant not found"),
-            Error::ParentUnknown => Status::not_found(err.to_string()),
-            Error::Precondition(why) => Status::failed_precondition(why),
-            Error::Forbidden(why) => Status::permission_denied(why),
-            Error::Credential(err) => err.into(),
-            Error::Store(StoreError::Unavailable(_)) => {
-                Status::unavailable("database unavailable, retry later")
-            }
-            Error::Store(StoreError::Internal(_)) | Error::Unsealable(_) => {
-                Status::internal("internal error")
-            }
-        }
+        Failure::from(err).into()
     }
 }
 
 impl From<credentials::Error> for Status {
     fn from(err: credentials::Error) -> Self {
-        use credentials::Error as E;
-        err.log();
-        match err {
-            E::Disabled | E::LeaseNotHeld => Status::failed_precondition(err.to_string()),
-            E::Invalid(invalid) => invalid.into(),
-            E::NotFound => Status::not_found(err.to_string()),
-            E::VersionMismatch(_) | E::Contended => Status::aborted(err.to_string()),
-            E::Store(StoreError::Unavailable(_)) => {
-                Status::unavailable("database unavailable, retry later")
-            }
-            E::Store(StoreError::Internal(_)) | E::Unsealable(_) => {
-                Status::internal("internal error")
-            }
-        }
+        Failure::from(err).into()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::Role;
+    use crate::{clients::Role, store::StoreError};
     use tonic::Code;
 
     #[test]

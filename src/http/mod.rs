@@ -31,11 +31,12 @@ use http_body_util::{BodyExt, Limited};
 use crate::{
     authority::{Authority, Error},
     clients::{AuthError, Role},
-    door::{Credentials, Door, Refused},
+    door::{Door, Presented, Refused},
+    failure::Failure,
     grpc::Served,
     input::InvalidInput,
     metrics::Metrics,
-    store::{Store, StoreError},
+    store::Store,
 };
 
 /// Largest form body accepted: a token is at most 128 bytes.
@@ -87,13 +88,13 @@ async fn readyz<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
 /// with the `metrics` role may read them.
 async fn metrics<S: Store>(State(face): State<Arc<Face<S>>>, request: Request) -> Response {
     let read = auth::from_headers(request.headers());
-    let credentials = Credentials {
+    let presented = Presented {
         key: read.key.as_ref().map(Option::as_deref).map_err(|e| *e),
         client_id: read.client_id.as_deref(),
     };
     match face
         .door
-        .admit("http", "metrics", credentials, Some(Role::Metrics))
+        .admit("http", "metrics", presented, Some(Role::Metrics))
     {
         Ok(caller) => {
             let mut response = Response::new(Body::from(face.metrics.encode()));
@@ -158,97 +159,63 @@ fn oauth_error(status: StatusCode, error: &str, description: Option<&str>) -> Re
     json(status, body.to_string())
 }
 
-fn invalid(err: &InvalidInput) -> Response {
-    oauth_error(
-        StatusCode::BAD_REQUEST,
-        "invalid_request",
-        Some(&err.to_string()),
-    )
+fn invalid(err: InvalidInput) -> Response {
+    answer(err.into())
+}
+
+/// A failure as an OAuth error answer, by the wire's table: its status,
+/// its `error`, its message as `error_description` where the caller can
+/// act on it, and `Retry-After` where coming back may succeed.
+fn answer(failure: Failure) -> Response {
+    let code = failure.code;
+    let description = code.http_describes().then_some(&*failure.message);
+    let mut response = oauth_error(code.http_status(), code.oauth_error(), description);
+    if code.retry_later() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
 }
 
 /// A refused caller: 401 with the challenges for how it tried, or 403 for
-/// a client without the endpoint's role (named in the access line).
+/// a client without the endpoint's role (named in the access line). The
+/// description says what the caller can fix (never anything about other
+/// keys).
 fn refused(refusal: Refused, scheme: auth::Scheme) -> Response {
-    let err = refusal.error;
-    let response = match err {
-        // RFC 6749 5.2's code stays `invalid_client`; the description says
-        // what the caller can fix (never anything about other keys).
-        AuthError::Unauthenticated(why) => {
-            let mut response = oauth_error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_client",
-                Some(&why.to_string()),
+    let challenge = matches!(refusal.error, AuthError::Unauthenticated(_));
+    let mut response = answer(refusal.error.into());
+    if challenge {
+        for challenge in auth::challenges(scheme) {
+            response.headers_mut().append(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
             );
-            for challenge in auth::challenges(scheme) {
-                response.headers_mut().append(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static(challenge),
-                );
-            }
-            response
         }
-        AuthError::PermissionDenied(_) => oauth_error(
-            StatusCode::FORBIDDEN,
-            "access_denied",
-            Some(&err.to_string()),
-        ),
-    };
+    }
     match refusal.client {
         Some(client) => oauth::served(response, client),
         None => response,
     }
 }
 
-/// Every authority error becomes an HTTP answer here; the detail goes to
-/// the log (by the same mapping as gRPC), never onto the wire.
+/// Every authority error becomes an HTTP answer here, by the same
+/// [`Failure`] as gRPC (which logs a service failure's detail, never sent).
 fn failure(err: Error) -> Response {
     match err {
-        Error::Invalid(invalid_input) => invalid(&invalid_input),
-        Error::NotFound => oauth_error(StatusCode::NOT_FOUND, "not_found", None),
-        // RFC 8693 2.2.2: a subject_token that is not valid for this use.
+        // RFC 8693 2.2.2: a subject_token that is not valid for this use;
+        // the field has this face's name.
         Error::ParentUnknown => oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_grant",
             Some("subject_token: no live grant this client may delegate from"),
         ),
-        Error::Precondition(why) => {
-            oauth_error(StatusCode::BAD_REQUEST, "invalid_request", Some(&why))
-        }
-        Error::Forbidden(why) => oauth_error(StatusCode::FORBIDDEN, "access_denied", Some(&why)),
-        // No OAuth endpoint reads a stored credential; a failure here is the service's.
-        Error::Credential(err) => {
-            err.log();
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
-        }
-        Error::Store(StoreError::Unavailable(_)) => {
-            err.log();
-            let mut response = oauth_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                None,
-            );
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            response
-        }
-        Error::Store(StoreError::Internal(_)) | Error::Unsealable(_) => {
-            err.log();
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", None)
-        }
+        err => answer(err.into()),
     }
 }
 
 fn overloaded() -> Response {
-    let mut response = oauth_error(
-        StatusCode::TOO_MANY_REQUESTS,
-        "temporarily_unavailable",
-        Some("server overloaded; retry with backoff"),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+    answer(Failure::overloaded())
 }
 
 /// A form body's fields, each at most once (RFC 6749 3.2) but for those
@@ -337,10 +304,7 @@ async fn read_form(door: &Door, request: Request) -> Result<Form, Response> {
                 | "actor_token_type" => &*key,
                 _ => "a form field",
             };
-            return Err(invalid(&InvalidInput::new(
-                field,
-                "is given more than once",
-            )));
+            return Err(invalid(InvalidInput::new(field, "is given more than once")));
         }
         fields.push((key.into_owned(), value.into_owned()));
     }

@@ -17,7 +17,7 @@ use super::{
 use crate::{
     authority::{Check, Target, Validated},
     clients::{Caller, Role},
-    door::Credentials,
+    door::Presented,
     grpc::Served,
     input::InvalidInput,
     store::{Grant, RevokeReason, Store},
@@ -41,7 +41,7 @@ pub async fn introspect<S: Store>(State(face): State<Arc<Face<S>>>, request: Req
     let response = match token_field(&form)
         .and_then(|token| Check::new(token.to_owned(), Vec::new(), String::new(), false))
     {
-        Err(err) => invalid(&err),
+        Err(err) => invalid(err),
         Ok(check) => match face.authority.validate(&caller, check).await {
             Ok(Validated::Valid(grant)) => {
                 json(StatusCode::OK, active(&grant, &face.issuer).to_string())
@@ -67,7 +67,7 @@ pub async fn revoke<S: Store>(State(face): State<Arc<Face<S>>>, request: Request
         crate::input::token("token", token)?;
         Ok(Token::parse(token).ok())
     }) {
-        Err(err) => invalid(&err),
+        Err(err) => invalid(err),
         // Not a Tessera token: nothing to revoke (RFC 7009 2.2).
         Ok(None) => json(StatusCode::OK, ""),
         Ok(Some(token)) => {
@@ -154,7 +154,7 @@ pub(super) async fn authenticated<S: Store>(
     let read = auth::from_headers(request.headers());
     let admit = |key: Result<Option<&str>, &'static str>, client_id: Option<&str>, scheme| {
         face.door
-            .admit("http", method, Credentials { key, client_id }, Some(role))
+            .admit("http", method, Presented { key, client_id }, Some(role))
             .map_err(|err| refused(err, scheme))
     };
     let early = match read.scheme {
@@ -173,7 +173,7 @@ pub(super) async fn authenticated<S: Store>(
                 "client_secret",
                 "must not be sent with an Authorization header: use one client authentication method",
             );
-            return Err(invalid(&err));
+            return Err(invalid(err));
         }
         // A client_id beside header credentials must name the same client.
         Some(caller) => match id {
@@ -194,7 +194,7 @@ pub(super) async fn authenticated<S: Store>(
                 "is required with client_secret (RFC 6749 2.3.1): send both, or the key \
                  alone as `Authorization: Bearer`",
             );
-            return Err(invalid(&err));
+            return Err(invalid(err));
         }
         None => admit(Ok(secret), id, auth::Scheme::Post)?,
     };

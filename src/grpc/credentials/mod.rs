@@ -1,8 +1,6 @@
 //! The `Credentials` service: the caller the gate admitted, the fields
 //! shaped into domain input, the domain's answer back onto the wire.
 
-mod redact;
-
 use std::{sync::Arc, time::Duration};
 
 use tonic::{Request, Response, Status};

@@ -1,7 +1,11 @@
-//! `Debug` for the wire messages that carry a token or a payload (build.rs
-//! turns off their derived `Debug`): every other field prints, secrets don't.
+//! `Debug` for the wire messages that carry a token, a claim key, a payload
+//! or a stored secret (build.rs turns off their derived `Debug`), written
+//! once for the server and the client: every other field prints, secrets
+//! don't (tokens and keys print as `<redacted>`, byte strings as their
+//! length, secret parts as their names and lengths, a named credential as
+//! whether there is one).
 
-use std::fmt;
+use std::{collections::HashMap, fmt};
 
 use crate::pb;
 
@@ -27,6 +31,10 @@ impl fmt::Debug for pb::MintRequest {
             .field("max_uses", &self.max_uses)
             .field("payload", &Bytes(self.payload.len()))
             .field("revoke_run_on_replay", &self.revoke_run_on_replay)
+            .field(
+                "payload_credential",
+                &self.payload_credential.as_ref().map(|_| REDACTED),
+            )
             .finish()
     }
 }
@@ -36,6 +44,7 @@ impl fmt::Debug for pb::MintResponse {
         f.debug_struct("MintResponse")
             .field("token", &REDACTED)
             .field("grant", &self.grant)
+            .field("revision", &self.revision)
             .finish()
     }
 }
@@ -47,6 +56,7 @@ impl fmt::Debug for pb::ValidateRequest {
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
             .field("consistency", &self.consistency)
+            .field("at_least_as_fresh", &self.at_least_as_fresh)
             .finish()
     }
 }
@@ -156,93 +166,207 @@ impl fmt::Debug for pb::DelegateResponse {
     }
 }
 
+/// A secret's part names, each with its length.
+struct Parts<'a>(&'a HashMap<String, Vec<u8>>);
+
+impl fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<_> = self.0.iter().collect();
+        parts.sort();
+        f.debug_map()
+            .entries(
+                parts
+                    .into_iter()
+                    .map(|(name, value)| (name, Bytes(value.len()))),
+            )
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::PutRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PutRequest")
+            .field("bearer_id", &self.bearer_id)
+            .field("name", &self.name)
+            .field("secret", &Parts(&self.secret))
+            .field("expires_at", &self.expires_at)
+            .field("if_version", &self.if_version)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::GetResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GetResponse")
+            .field("secret", &Parts(&self.secret))
+            .field("version", &self.version)
+            .field("expires_at", &self.expires_at)
+            .field("refresh_due", &self.refresh_due)
+            .finish()
+    }
+}
+
+impl fmt::Debug for pb::CompleteRefreshRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CompleteRefreshRequest")
+            .field("lease_id", &self.lease_id)
+            .field("secret", &Parts(&self.secret))
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn no_secret_in_debug() {
-        let token = crate::token::Token::generate().into_plaintext();
-        let payload = b"upstream-secret-id".to_vec();
-        let printed = [
+    const TOKEN: &str = "tsr_TOKENTOKENTOKENTOKENTOKENTOKEN";
+    const CLAIM_KEY: &str = "CLAIMKEYCLAIMKEY";
+    const PAYLOAD: &[u8] = b"PAYLOAD-upstream-secret-id";
+    const PART: &[u8] = b"rt-UPSTREAM-SECRET";
+    const BEARER: &str = "BEARER-OF-THE-CREDENTIAL";
+
+    fn parts() -> HashMap<String, Vec<u8>> {
+        [("refresh_token".to_owned(), PART.to_vec())].into()
+    }
+
+    /// Every message that build.rs lists, each with every secret field set.
+    fn printed() -> Vec<String> {
+        let credential = pb::CredentialRef {
+            bearer_id: BEARER.into(),
+            name: "github".into(),
+        };
+        vec![
             format!(
                 "{:?}",
                 pb::MintRequest {
-                    payload: payload.clone(),
-                    subject: "u".into(),
+                    subject: "user-42".into(),
+                    payload: PAYLOAD.to_vec(),
+                    payload_credential: Some(credential),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::MintResponse {
-                    token: token.clone(),
+                    token: TOKEN.into(),
                     grant: None,
-                    revision: String::new(),
+                    ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::ValidateRequest {
-                    token: token.clone(),
+                    token: TOKEN.into(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::ClaimRequest {
-                    token: token.clone(),
+                    token: TOKEN.into(),
+                    claim_key: CLAIM_KEY.into(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::ClaimResponse {
-                    payload: payload.clone(),
+                    payload: PAYLOAD.to_vec(),
+                    credential: parts(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::RevokeRequest {
-                    target: Some(pb::revoke_request::Target::Token(token.clone())),
+                    target: Some(pb::revoke_request::Target::Token(TOKEN.into())),
                     reason: 1
                 }
             ),
             format!(
                 "{:?}",
                 pb::RotateRequest {
-                    target: Some(pb::rotate_request::Target::Token(token.clone())),
+                    target: Some(pb::rotate_request::Target::Token(TOKEN.into())),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::RotateResponse {
-                    token: token.clone(),
+                    token: TOKEN.into(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::DelegateRequest {
-                    parent_token: token.clone(),
-                    payload: payload.clone(),
+                    parent_token: TOKEN.into(),
+                    payload: PAYLOAD.to_vec(),
                     ..Default::default()
                 }
             ),
             format!(
                 "{:?}",
                 pb::DelegateResponse {
-                    token: token.clone(),
-                    grant: None,
+                    token: TOKEN.into(),
+                    grant: None
                 }
             ),
-        ];
+            format!(
+                "{:?}",
+                pb::PutRequest {
+                    bearer_id: "b".into(),
+                    secret: parts(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::GetResponse {
+                    secret: parts(),
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                pb::CompleteRefreshRequest {
+                    secret: parts(),
+                    ..Default::default()
+                }
+            ),
+        ]
+    }
+
+    #[test]
+    fn no_secret_in_debug() {
+        let printed = printed();
+        // One line per message build.rs hands to this file (the two oneof
+        // targets print inside their requests).
+        assert_eq!(printed.len(), 13);
         for line in printed {
-            assert!(!line.contains(&token[4..]), "{line}");
-            assert!(!line.contains("upstream-secret-id"), "{line}");
-            assert!(!line.contains("117, 112, 115"), "{line}"); // payload as a byte list
+            for secret in ["TOKEN", "CLAIMKEY", "PAYLOAD", "UPSTREAM", BEARER] {
+                assert!(!line.contains(secret), "{secret} in {line}");
+            }
+            // Byte strings never print as byte lists either.
+            assert!(!line.contains("80, 65, 89"), "{line}");
+            assert!(!line.contains("114, 116, 45"), "{line}");
+        }
+    }
+
+    #[test]
+    fn the_rest_prints() {
+        let printed = printed();
+        assert!(printed[0].contains("user-42"), "{}", printed[0]);
+        assert!(
+            printed[0].contains("payload_credential: Some(\"<redacted>\")"),
+            "{}",
+            printed[0]
+        );
+        assert!(printed[0].contains("<26 bytes>"), "{}", printed[0]);
+        for line in &printed[10..] {
+            assert!(line.contains("refresh_token"), "{line}");
+            assert!(line.contains("<18 bytes>"), "{line}");
         }
     }
 }

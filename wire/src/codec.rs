@@ -3,6 +3,10 @@
 //! tonic-prost answers INTERNAL with the decoder's own words ("invalid
 //! varint", field numbers), which blames the server for the caller's bytes
 //! and tells a prober how far its bytes got.
+//!
+//! The client's stubs are generated from the same pass, so they use it too:
+//! there an answer that does not decode (a broken proxy; never Tessera's
+//! own) is INVALID_ARGUMENT with the same fixed message.
 
 use std::marker::PhantomData;
 
