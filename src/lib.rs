@@ -24,7 +24,10 @@
 //! - [`failure`]: every error as the wire says it (a code from the wire's
 //!   table, a message safe to send); service failures logged here, once.
 //! - [`grpc`]: the thin tonic adapter; a failure becomes a `Status` in one place.
-//! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
+//! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414, 7591), probes and metrics.
+//! - [`signin`]: the authorization-code flow MCP clients sign in through —
+//!   clients (metadata documents, registration), the upstream OpenID
+//!   Connect provider, consent, codes and refresh tokens.
 //! - [`net`]: listening, TLS and its reloads, serving each connection under
 //!   its deadlines and the connection cap; [`observe`]: metrics and access lines per call.
 //! - [`metrics`]: the Prometheus registry.
@@ -73,6 +76,7 @@ pub mod observe;
 pub mod resource;
 pub mod rules;
 pub mod seal;
+pub mod signin;
 pub mod store;
 pub mod telemetry;
 pub mod token;

@@ -19,6 +19,7 @@ use crate::{
     grpc, http,
     metrics::Metrics,
     pb,
+    signin::{Db, Signin},
     store::{CredentialStore, Store},
 };
 
@@ -31,6 +32,9 @@ pub(super) struct Assembled<S> {
     /// replicas' changes to keep the cache in step.
     pub cached: Option<Cached<S>>,
     pub readiness: Readiness,
+    /// The authorization-code flow, when `--oidc-issuer` turns it on (its
+    /// resources file is reloaded with the clients file).
+    pub signin: Option<Arc<Signin<Cached<S>>>>,
     /// gRPC, and the HTTP face too unless it listens apart.
     pub routes: Routes,
     /// The HTTP face when it has listeners of its own.
@@ -39,6 +43,7 @@ pub(super) struct Assembled<S> {
 
 pub(super) async fn assemble<S: Store + CredentialStore + Clone>(
     store: &S,
+    signin_db: Db,
     app: &App,
 ) -> anyhow::Result<Assembled<S>> {
     let config = &app.config;
@@ -104,12 +109,15 @@ pub(super) async fn assemble<S: Store + CredentialStore + Clone>(
         admission(&config.limits),
         metrics.clone(),
     ));
+    let signin =
+        Signin::build(&config.signin, &app.issuer(), signin_db, authority.clone())?.map(Arc::new);
     let face = http::router(Arc::new(http::Face {
         authority: authority.clone(),
         door: door.clone(),
         metrics: metrics.clone(),
         issuer: app.issuer(),
         ready: readiness.ready.clone(),
+        signin: signin.clone(),
     }));
     let mut routes = Routes::builder();
     routes
@@ -131,6 +139,7 @@ pub(super) async fn assemble<S: Store + CredentialStore + Clone>(
         authority,
         cached: cache.is_some().then_some(cached),
         readiness,
+        signin,
         routes: with_fallback(routes),
         face_apart,
     })

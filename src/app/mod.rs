@@ -23,6 +23,7 @@ use crate::{
     credentials::Keyring,
     net::{self, Serving, tls::Tls},
     observe::ObserveLayer,
+    signin::Db,
     store::{CredentialStore, Store},
 };
 
@@ -113,8 +114,14 @@ impl App {
     /// calls in flight and closes the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         match self.backend {
-            Backend::Postgres(ref store) => serve(store.clone(), self, shutdown).await,
-            Backend::Sqlite(ref store) => serve(store.clone(), self, shutdown).await,
+            Backend::Postgres(ref store) => {
+                let db = Db::Postgres(store.pool().clone());
+                serve(store.clone(), db, self, shutdown).await
+            }
+            Backend::Sqlite(ref store) => {
+                let db = Db::Sqlite(store.pool().clone());
+                serve(store.clone(), db, self, shutdown).await
+            }
         }
     }
 
@@ -136,17 +143,18 @@ impl App {
 /// every task and listener follows ([`Shutdown`]).
 async fn serve<S: Store + CredentialStore + Clone>(
     store: S,
+    signin_db: Db,
     app: App,
     signal: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let parts = assemble::assemble(&store, &app).await?;
+    let parts = assemble::assemble(&store, signin_db, &app).await?;
     let shutdown = Shutdown::default();
     let background = spawn_tasks(&store, &app, &parts, &shutdown);
 
     let limits = &app.config.limits;
     // One cap for every listener: descriptors run out process-wide.
     let max_connections = limits.connection_cap(app.config.database.max_connections);
-    announce(&app, max_connections);
+    announce(&app, &parts, max_connections);
     let slots = Arc::new(Semaphore::new(max_connections));
     let observed = |routes: Routes| {
         let service = ObserveLayer(parts.metrics.clone()).layer(routes.prepare());
@@ -222,6 +230,7 @@ fn spawn_tasks<S: Store + CredentialStore + Clone>(
             .clone()
             .map(|path| (path, app.clients.clone())),
         tls: app.tls.clone(),
+        resources: parts.signin.as_ref().map(|s| s.resources.clone()),
     };
     let mut background = vec![
         tokio::spawn(tasks::watch_readiness(
@@ -262,7 +271,7 @@ fn spawn_tasks<S: Store + CredentialStore + Clone>(
 }
 
 /// The start line: what serves where, and how.
-fn announce(app: &App, max_connections: usize) {
+fn announce<S>(app: &App, parts: &Assembled<S>, max_connections: usize) {
     let config = &app.config;
     let clients = app.clients.get();
     let tls = match &app.tls {
@@ -277,6 +286,7 @@ fn announce(app: &App, max_connections: usize) {
         clients = clients.len(),
         dev = clients.is_dev(),
         credentials = if app.keyring.is_some() { "on" } else { "off (no --seal-key)" },
+        signin = if parts.signin.is_some() { "on" } else { "off" },
         store = app.backend.kind(),
         database = %crate::config::redact_url(&config.database.url),
         max_connections,

@@ -109,6 +109,8 @@ pub struct Options {
     pub max_connections: Option<usize>,
     /// `--database-read-url`.
     pub read_url: Option<String>,
+    /// Sign-in (off unless a test turns it on).
+    pub signin: tessera::signin::SigninConfig,
 }
 
 impl Default for Options {
@@ -131,6 +133,7 @@ impl Default for Options {
             idle_timeout: "60s",
             max_connections: None,
             read_url: None,
+            signin: Default::default(),
         }
     }
 }
@@ -154,6 +157,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: HELD_CALLS_OUTLAST,
         },
+        signin: options.signin.clone(),
         limits: tessera::config::Limits {
             max_in_flight: options.max_in_flight,
             max_in_flight_per_client: options.max_in_flight_per_client,
