@@ -9,7 +9,12 @@
  * company's provider. The provider asks no consent of its own for Tessera (a
  * company's own application), so the only consent page in a flow is Tessera's.
  */
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, realpathSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 
 import { exportJWK, generateKeyPair } from 'jose';
 import Provider from 'oidc-provider';
@@ -49,13 +54,13 @@ async function formBody(req, limit = 8192) {
 }
 
 /**
- * Starts the provider on 127.0.0.1 (an ephemeral port) with a client for Tessera
+ * Starts the provider on 127.0.0.1 (`port`, or an ephemeral one) with a client for Tessera
  * whose redirect URI is `tessera`'s `/oauth2/callback` (the sign-in contract).
  * Returns its issuer and a `close()`.
  */
-export async function startProvider({ tesseraIssuer, clientId, clientSecret }) {
+export async function startProvider({ tesseraIssuer, clientId, clientSecret, port = 0 }) {
   const http = createServer();
-  await new Promise((done) => http.listen(0, '127.0.0.1', done));
+  await new Promise((done) => http.listen(port, '127.0.0.1', done));
   const issuer = `http://127.0.0.1:${http.address().port}`;
 
   // A fresh signing key per run: the provider's JWKS is what Tessera must verify against.
@@ -72,7 +77,7 @@ export async function startProvider({ tesseraIssuer, clientId, clientSecret }) {
       token_endpoint_auth_method: 'client_secret_basic',
     }],
     jwks: { keys: [signing] },
-    cookies: { keys: [Buffer.from(crypto.getRandomValues(new Uint8Array(32))).toString('hex')] },
+    cookies: { keys: [randomBytes(32).toString('hex')] },
     pkce: { required: () => true },
     // Short, explicit lifetimes: a test run is minutes long.
     ttl: { Interaction: 600, Session: 600, Grant: 600, AccessToken: 600, IdToken: 600, AuthorizationCode: 60 },
@@ -118,4 +123,22 @@ export async function startProvider({ tesseraIssuer, clientId, clientSecret }) {
     issuer,
     close: () => new Promise((done) => { http.closeAllConnections(); http.close(done); }),
   };
+}
+
+/**
+ * To try sign-in by hand (README, "Signing in from an MCP client"):
+ *   node tests/signin/provider.mjs --tessera http://127.0.0.1:50051 [--port 9000]
+ * starts the provider and prints the flags that point Tessera at it.
+ */
+if (process.argv[1] && realpathSync(process.argv[1]) === import.meta.filename) {
+  const { values } = parseArgs({ options: { tessera: { type: 'string' }, port: { type: 'string', default: '9000' } } });
+  if (!values.tessera) throw new Error('--tessera <Tessera issuer URL> is required');
+  const dir = mkdtempSync(join(tmpdir(), 'tessera-idp-'));
+  const client = { clientId: 'tessera', clientSecret: randomBytes(24).toString('base64url') };
+  writeFileSync(join(dir, 'client-id'), `${client.clientId}\n`);
+  writeFileSync(join(dir, 'client-secret'), `${client.clientSecret}\n`, { mode: 0o600 });
+  const { issuer } = await startProvider({ tesseraIssuer: values.tessera, port: Number(values.port), ...client });
+  console.log(`provider at ${issuer}; sign in as ${ACCOUNT.login} / ${ACCOUNT.password}`);
+  console.log(`tessera serve --issuer ${values.tessera} --oidc-issuer ${issuer} ` +
+    `--oidc-client-id-file ${dir}/client-id --oidc-client-secret-file ${dir}/client-secret ...`);
 }

@@ -18,6 +18,7 @@ class MemoryProvider {
   #tokens;
   #client;
   #verifier;
+  #discovery;
   constructor({ redirectUrl, name, clientMetadataUrl, onRedirect }) {
     this.redirectUrl = redirectUrl;
     this.clientMetadataUrl = clientMetadataUrl;
@@ -39,6 +40,9 @@ class MemoryProvider {
   redirectToAuthorization(url) { this.onRedirect(url); }
   saveCodeVerifier(verifier) { this.#verifier = verifier; }
   codeVerifier() { return this.#verifier; }
+  // Kept so that `finishAuth` checks the callback against the server it discovered (SEP-2352).
+  saveDiscoveryState(state) { this.#discovery = state; }
+  discoveryState() { return this.#discovery; }
 }
 
 /** The loopback redirect URI: resolves with the first callback's query. */
