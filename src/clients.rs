@@ -197,6 +197,9 @@ impl Clients {
             if !ids.insert(entry.id.clone()) {
                 bail!("{at}.id: duplicate client id {:?}", entry.id);
             }
+            if entry.id == crate::signin::REFRESH_AUDIENCE {
+                bail!("{at}.id: {:?} is reserved for sign-in's refresh tokens", entry.id);
+            }
             if resource::is_uri(&entry.id) {
                 bail!(
                     "{at}.id: must not contain `://` (audience entries with it are resource URIs)"

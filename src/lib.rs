@@ -22,7 +22,10 @@
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite implementations.
 //! - [`door`]: keys, roles and in-flight shares, for gRPC and HTTP alike.
 //! - [`grpc`]: the thin tonic adapter and the one place errors become `Status`.
-//! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414), probes and metrics.
+//! - [`http`]: the OAuth 2.0 face (RFC 7662, 7009, 8414, 7591), probes and metrics.
+//! - [`signin`]: the authorization-code flow MCP clients sign in through —
+//!   clients (metadata documents, registration), the upstream OpenID
+//!   Connect provider, consent, codes and refresh tokens.
 //! - [`net`]: listening, TLS and its reloads, serving each connection under
 //!   its deadlines and the connection cap; [`observe`]: metrics and access lines per call.
 //! - [`metrics`]: the Prometheus registry.
@@ -48,6 +51,7 @@ pub mod observe;
 pub mod resource;
 pub mod rules;
 pub mod seal;
+pub mod signin;
 pub mod store;
 pub mod telemetry;
 pub mod token;

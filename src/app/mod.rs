@@ -36,6 +36,7 @@ use crate::{
     net::{self, Serving, tls::Tls},
     observe::ObserveLayer,
     pb,
+    signin::Db,
     store::{CredentialStore, Store},
 };
 
@@ -119,8 +120,14 @@ impl App {
     /// calls in flight and closes the pool.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         match self.backend {
-            Backend::Postgres(ref store) => serve(store.clone(), self, shutdown).await,
-            Backend::Sqlite(ref store) => serve(store.clone(), self, shutdown).await,
+            Backend::Postgres(ref store) => {
+                let db = Db::Postgres(store.pool().clone());
+                serve(store.clone(), db, self, shutdown).await
+            }
+            Backend::Sqlite(ref store) => {
+                let db = Db::Sqlite(store.pool().clone());
+                serve(store.clone(), db, self, shutdown).await
+            }
         }
     }
 
@@ -139,6 +146,7 @@ impl App {
 
 async fn serve<S: Store + CredentialStore + Clone>(
     store: S,
+    signin_db: Db,
     app: App,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
@@ -189,8 +197,12 @@ async fn serve<S: Store + CredentialStore + Clone>(
         .set_service_status(LIVENESS, ServingStatus::Serving)
         .await;
 
+    let signin =
+        crate::signin::Signin::build(&config.signin, &app.issuer(), signin_db, authority.clone())?
+            .map(Arc::new);
     let (stop, stopped) = watch::channel(());
     let reloadable = Reloadable {
+        resources: signin.as_ref().map(|s| s.resources.clone()),
         clients: config
             .clients
             .clone()
@@ -249,6 +261,7 @@ async fn serve<S: Store + CredentialStore + Clone>(
         metrics: metrics.clone(),
         issuer: app.issuer(),
         ready: readiness.ready.clone(),
+        signin: signin.clone(),
     }));
     let mut routes = Routes::builder();
     routes
@@ -275,6 +288,7 @@ async fn serve<S: Store + CredentialStore + Clone>(
         clients = clients.len(),
         dev = clients.is_dev(),
         credentials = if app.keyring.is_some() { "on" } else { "off (no --seal-key)" },
+        signin = if signin.is_some() { "on" } else { "off" },
         store = app.backend.kind(),
         database = %crate::config::redact_url(&config.database.url),
         max_connections,

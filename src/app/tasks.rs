@@ -191,6 +191,8 @@ pub async fn count_live<S: Store>(
 pub struct Reloadable {
     pub clients: Option<(PathBuf, Arc<Directory>)>,
     pub tls: Option<Arc<Tls>>,
+    /// Sign-in's resources file, read the same way.
+    pub resources: Option<Arc<crate::signin::resources::ResourceFile>>,
 }
 
 /// Looks at the clients file and the TLS files every [`RELOAD_INTERVAL`]
@@ -202,7 +204,7 @@ pub async fn reload(files: Reloadable, metrics: Arc<Metrics>, mut stopped: watch
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     // The last failure of each file, so that one that stays broken (or
     // missing) is reported once, not every second.
-    let mut failed: [Option<String>; 2] = Default::default();
+    let mut failed: [Option<String>; 3] = Default::default();
     loop {
         #[cfg(unix)]
         let hangup_received = async {
@@ -235,6 +237,22 @@ pub async fn reload(files: Reloadable, metrics: Arc<Metrics>, mut stopped: watch
                     let why = "clients file not reloaded; the previous clients stay in force";
                     report(&mut failed[0], &err, why, || {
                         metrics.reloaded("clients", "failed")
+                    });
+                }
+            }
+        }
+        if let Some(resources) = &files.resources {
+            match resources.reload() {
+                Ok(None) => failed[2] = None,
+                Ok(Some(count)) => {
+                    failed[2] = None;
+                    info!(resources = count, path = %resources.path().display(), "resources file reloaded");
+                    metrics.reloaded("resources", "loaded");
+                }
+                Err(err) => {
+                    let why = "resources file not reloaded; the previous resources stay in force";
+                    report(&mut failed[2], &err, why, || {
+                        metrics.reloaded("resources", "failed")
                     });
                 }
             }

@@ -54,6 +54,9 @@ pub struct Config {
     #[command(flatten)]
     pub limits: Limits,
 
+    #[command(flatten)]
+    pub signin: crate::signin::SigninConfig,
+
     /// Clients file (TOML). Without one the server runs in dev mode: every
     /// call is allowed as client `dev`.
     #[arg(long, help_heading = "Credentials", env = "TESSERA_CLIENTS")]
@@ -185,6 +188,7 @@ impl Config {
             "--sweep-interval must be positive"
         );
         self.tls.check()?;
+        self.signin.check(self.max_ttl)?;
         if let Some(issuer) = &self.issuer {
             anyhow::ensure!(
                 (issuer.starts_with("https://") || issuer.starts_with("http://"))
@@ -227,6 +231,7 @@ impl fmt::Debug for Config {
             .field("issuer", &self.issuer)
             .field("database", &self.database)
             .field("limits", &self.limits)
+            .field("signin", &self.signin)
             .field("clients", &self.clients)
             .field("default_ttl", &self.default_ttl)
             .field("max_ttl", &self.max_ttl)

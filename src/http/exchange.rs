@@ -22,13 +22,37 @@ use crate::{
 pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
 
+/// With sign-in on, the form is read first: its `grant_type` says whether
+/// the caller is an OAuth client of sign-in or a keyed Tessera client.
 pub async fn token<S: Store>(State(face): State<Arc<Face<S>>>, request: Request) -> Response {
-    let (caller, form) = match oauth::authenticated(&face, "token", Role::Mint, request).await {
+    let admitted = match &face.signin {
+        None => oauth::authenticated(&face, "token", Role::Mint, request).await,
+        Some(signin) => {
+            let headers = request.headers().clone();
+            let form = match super::read_form(&face.door, request).await {
+                Ok(form) => form,
+                Err(response) => return response,
+            };
+            if matches!(
+                form.get("grant_type"),
+                Some(super::grants::AUTHORIZATION_CODE | super::grants::REFRESH_TOKEN)
+            ) {
+                return super::grants::token(signin, &headers, form).await;
+            }
+            oauth::authenticated_form(&face, "token", Role::Mint, &headers, form)
+        }
+    };
+    let (caller, form) = match admitted {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
     if form.get("grant_type") != Some(TOKEN_EXCHANGE) {
-        let why = format!("grant_type: only {TOKEN_EXCHANGE} is supported");
+        let why = match &face.signin {
+            None => format!("grant_type: only {TOKEN_EXCHANGE} is supported"),
+            Some(_) => {
+                format!("grant_type: must be authorization_code, refresh_token or {TOKEN_EXCHANGE}")
+            }
+        };
         let response = oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",

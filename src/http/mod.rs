@@ -10,7 +10,10 @@
 
 mod auth;
 mod exchange;
+mod grants;
 mod oauth;
+mod register;
+mod signin;
 
 use std::sync::{
     Arc,
@@ -50,6 +53,8 @@ pub struct Face<S> {
     pub issuer: String,
     /// Whether the database answers (what `/readyz` reports).
     pub ready: Arc<AtomicBool>,
+    /// The authorization-code flow, when `--oidc-issuer` turns it on.
+    pub signin: Option<Arc<crate::signin::Signin<S>>>,
 }
 
 pub fn router<S: Store>(face: Arc<Face<S>>) -> Router {
@@ -60,8 +65,14 @@ pub fn router<S: Store>(face: Arc<Face<S>>) -> Router {
         .route("/oauth2/token", post(exchange::token::<S>))
         .route(
             "/oauth2/authorize",
-            get(oauth::authorize).post(oauth::authorize),
+            get(signin::authorize::<S>).post(oauth::authorize),
         )
+        .route("/oauth2/callback", get(signin::callback::<S>))
+        .route(
+            "/oauth2/consent",
+            get(signin::consent_page::<S>).post(signin::consent_answer::<S>),
+        )
+        .route("/oauth2/register", post(register::register::<S>))
         .route(
             "/.well-known/oauth-authorization-server",
             get(oauth::metadata::<S>),
@@ -334,7 +345,14 @@ async fn read_form(door: &Door, request: Request) -> Result<Form, Response> {
                 | "requested_token_type"
                 | "scope"
                 | "actor_token"
-                | "actor_token_type" => &*key,
+                | "actor_token_type"
+                | "code"
+                | "code_verifier"
+                | "redirect_uri"
+                | "refresh_token"
+                | "flow"
+                | "csrf"
+                | "decision" => &*key,
                 _ => "a form field",
             };
             return Err(invalid(&InvalidInput::new(

@@ -104,12 +104,14 @@ pub async fn authorize() -> Response {
 }
 
 /// RFC 8414: where the endpoints are and how clients authenticate to them.
-/// Every endpoint named exists; see [`authorize`] for the one that only
-/// refuses.
+/// Every endpoint named exists; without sign-in, [`authorize`] only
+/// refuses. With sign-in, what the MCP authorization spec and the SDKs'
+/// discovery read: the code flow with PKCE S256, public clients (`none`),
+/// client ID metadata documents and registration, as switched on.
 pub async fn metadata<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
     let base = face.issuer.trim_end_matches('/');
     let methods = ["client_secret_basic", "client_secret_post"];
-    let body = json!({
+    let mut body = json!({
         "issuer": face.issuer,
         "authorization_endpoint": format!("{base}/oauth2/authorize"),
         "token_endpoint": format!("{base}/oauth2/token"),
@@ -118,10 +120,46 @@ pub async fn metadata<S: Store>(State(face): State<Arc<Face<S>>>) -> Response {
         "introspection_endpoint_auth_methods_supported": methods,
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
         "revocation_endpoint_auth_methods_supported": methods,
-        // Tessera issues tokens over its gRPC API, not through OAuth flows.
+        // Without sign-in, tokens are issued over the gRPC API, not by flows.
         "response_types_supported": [],
         "grant_types_supported": [super::exchange::TOKEN_EXCHANGE],
     });
+    if let Some(signin) = &face.signin {
+        let fields = body.as_object_mut().expect("an object");
+        fields.insert(
+            "token_endpoint_auth_methods_supported".into(),
+            json!(["none", "client_secret_basic", "client_secret_post"]),
+        );
+        fields.insert("response_types_supported".into(), json!(["code"]));
+        fields.insert("response_modes_supported".into(), json!(["query"]));
+        fields.insert(
+            "grant_types_supported".into(),
+            json!([
+                super::grants::AUTHORIZATION_CODE,
+                super::grants::REFRESH_TOKEN,
+                super::exchange::TOKEN_EXCHANGE
+            ]),
+        );
+        fields.insert("code_challenge_methods_supported".into(), json!(["S256"]));
+        fields.insert(
+            "authorization_response_iss_parameter_supported".into(),
+            json!(true),
+        );
+        fields.insert(
+            "client_id_metadata_document_supported".into(),
+            json!(signin.registry.cimd()),
+        );
+        if signin.registry.registration() {
+            fields.insert(
+                "registration_endpoint".into(),
+                json!(format!("{base}/oauth2/register")),
+            );
+        }
+        fields.insert(
+            "scopes_supported".into(),
+            json!(signin.resources.get().all_scopes()),
+        );
+    }
     let mut response = json(StatusCode::OK, body.to_string());
     response.headers_mut().insert(
         axum::http::header::CACHE_CONTROL,
@@ -152,20 +190,62 @@ pub(super) async fn authenticated<S: Store>(
     request: Request,
 ) -> Result<(Arc<Caller>, Form), Response> {
     let read = auth::from_headers(request.headers());
+    let early = admit_headers(face, method, role, &read)?;
+    let form = read_form(&face.door, request).await?;
+    admit_form(face, method, role, read, early, form)
+}
+
+/// [`authenticated`] for a form already read (the token endpoint reads
+/// the form first to learn which grant, and so which kind of client).
+pub(super) fn authenticated_form<S: Store>(
+    face: &Face<S>,
+    method: &'static str,
+    role: Role,
+    headers: &axum::http::HeaderMap,
+    form: Form,
+) -> Result<(Arc<Caller>, Form), Response> {
+    let read = auth::from_headers(headers);
+    let early = admit_headers(face, method, role, &read)?;
+    admit_form(face, method, role, read, early, form)
+}
+
+fn admit_headers<S: Store>(
+    face: &Face<S>,
+    method: &'static str,
+    role: Role,
+    read: &auth::FromHeaders,
+) -> Result<Option<Arc<Caller>>, Response> {
+    match read.scheme {
+        auth::Scheme::None => Ok(None),
+        scheme => face
+            .door
+            .admit(
+                "http",
+                method,
+                Credentials {
+                    key: read.key.as_ref().map(Option::as_deref).map_err(|e| *e),
+                    client_id: read.client_id.as_deref(),
+                },
+                Some(role),
+            )
+            .map(Some)
+            .map_err(|err| refused(err, scheme)),
+    }
+}
+
+fn admit_form<S: Store>(
+    face: &Face<S>,
+    method: &'static str,
+    role: Role,
+    read: auth::FromHeaders,
+    early: Option<Arc<Caller>>,
+    form: Form,
+) -> Result<(Arc<Caller>, Form), Response> {
     let admit = |key: Result<Option<&str>, &'static str>, client_id: Option<&str>, scheme| {
         face.door
             .admit("http", method, Credentials { key, client_id }, Some(role))
             .map_err(|err| refused(err, scheme))
     };
-    let early = match read.scheme {
-        auth::Scheme::None => None,
-        scheme => Some(admit(
-            read.key.as_ref().map(Option::as_deref).map_err(|e| *e),
-            read.client_id.as_deref(),
-            scheme,
-        )?),
-    };
-    let form = read_form(&face.door, request).await?;
     let (id, secret) = (form.get("client_id"), form.get("client_secret"));
     let caller = match early {
         Some(_) if secret.is_some() => {

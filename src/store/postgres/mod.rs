@@ -93,6 +93,12 @@ struct Batches {
 impl PgStore {
     /// Builds the pools; connections are opened on first use, so a replica
     /// can start (and report NOT_SERVING) while the database is away.
+    /// The pool, for the sign-in rows kept beside the grants
+    /// ([`crate::signin::store`]).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
         let members = hosts::parse(&db.url).map_err(anyhow::Error::msg)?;
         let options = members

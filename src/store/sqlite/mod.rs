@@ -42,6 +42,12 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if missing) the database file named by the URL.
+    /// The pool, for the sign-in rows kept beside the grants
+    /// ([`crate::signin::store`]).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
         let options = SqliteConnectOptions::from_str(&db.url)?;
         create_private(options.get_filename())?;

@@ -107,6 +107,8 @@ pub struct Options {
     pub request_head_timeout: &'static str,
     pub idle_timeout: &'static str,
     pub max_connections: Option<usize>,
+    /// Sign-in (off unless a test turns it on).
+    pub signin: tessera::signin::SigninConfig,
 }
 
 impl Default for Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             request_head_timeout: "10s",
             idle_timeout: "60s",
             max_connections: None,
+            signin: Default::default(),
         }
     }
 }
@@ -149,6 +152,7 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: HELD_CALLS_OUTLAST,
         },
+        signin: options.signin.clone(),
         limits: tessera::config::Limits {
             max_in_flight: options.max_in_flight,
             max_in_flight_per_client: options.max_in_flight_per_client,
