@@ -21,6 +21,7 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 export async function openBrowser() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    // No sandbox: CI runs as root, where Chromium's sandbox refuses to start.
     args: ['--no-sandbox', '--disable-dev-shm-usage', '--no-first-run', '--disable-component-update'],
   });
   const offLoopback = [];
@@ -49,11 +50,19 @@ export async function openBrowser() {
     const ctx = await context();
     const page = await ctx.newPage();
     const seen = { consent: null, loginPages: 0, finalUrl: null, arrived: false, status: null };
+    // Where the main frame was last sent, kept because a page that fails to load (a
+    // callback nobody listens on) shows as chrome-error:// in page.url().
+    let sentTo = authorizationUrl;
+    page.on('request', (request) => {
+      if (request.isNavigationRequest() && request.frame() === page.mainFrame()) sentTo = request.url();
+    });
+    const where = () => new URL(page.url().startsWith('chrome-error:') ? sentTo : page.url());
+    const navigated = () => page.waitForNavigation().catch(() => null); // null: it did not load
     try {
       if (beforeStart) await beforeStart(page);
-      let response = await page.goto(authorizationUrl);
+      let response = await page.goto(authorizationUrl).catch(() => null);
       for (let step = 0; step < 6; step++) {
-        if (arrived(new URL(page.url()))) break;
+        if (arrived(where())) break;
         const login = await page.locator('#login').count();
         const consent = await page.locator('#consent').count();
         if (login) {
@@ -61,7 +70,7 @@ export async function openBrowser() {
           if (seen.loginPages > 1) break; // refused: the page is shown again with an error
           await page.fill('#username', account.login);
           await page.fill('#password', account.password);
-          [response] = await Promise.all([page.waitForNavigation(), page.click('#sign-in')]);
+          [response] = await Promise.all([navigated(), page.click('#sign-in')]);
         } else if (consent) {
           seen.consent = {
             clientName: await page.locator('#client-name').innerText(),
@@ -71,12 +80,12 @@ export async function openBrowser() {
           };
           if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
           if (beforeConsent) await beforeConsent(page);
-          [response] = await Promise.all([page.waitForNavigation(), page.click(`#${decision}`)]);
+          [response] = await Promise.all([navigated(), page.click(`#${decision}`)]);
         } else {
           break; // neither a form nor the callback: an error page, the test judges it
         }
       }
-      seen.finalUrl = new URL(page.url());
+      seen.finalUrl = where();
       seen.arrived = arrived(seen.finalUrl);
       seen.status = response?.status() ?? null;
       seen.text = await page.locator('body').innerText().catch(() => '');

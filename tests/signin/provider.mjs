@@ -90,7 +90,12 @@ export async function startProvider({ tesseraIssuer, clientId, clientSecret, por
   provider.on('server_error', (_ctx, error) => console.error('provider server_error:', error));
 
   const oidc = provider.callback();
+  let rewrite = null;
   http.on('request', async (req, res) => {
+    if (rewrite) {
+      const set = res.setHeader.bind(res);
+      res.setHeader = (name, value) => set(name, name.toLowerCase() === 'location' ? rewrite(value) : value);
+    }
     const path = new URL(req.url, issuer).pathname;
     const match = /^\/interaction\/([\w-]+)(\/login)?$/.exec(path);
     if (!match) return oidc(req, res);
@@ -121,6 +126,11 @@ export async function startProvider({ tesseraIssuer, clientId, clientSecret, por
 
   return {
     issuer,
+    /**
+     * `fn(location)` rewrites every redirect the provider sends until it is set to null:
+     * the negative tests' stand-in for an attacker who hands the browser a crafted URL.
+     */
+    rewriteRedirects: (fn) => { rewrite = fn; },
     close: () => new Promise((done) => { http.closeAllConnections(); http.close(done); }),
   };
 }
