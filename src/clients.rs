@@ -198,7 +198,10 @@ impl Clients {
                 bail!("{at}.id: duplicate client id {:?}", entry.id);
             }
             if entry.id == crate::signin::REFRESH_AUDIENCE {
-                bail!("{at}.id: {:?} is reserved for sign-in's refresh tokens", entry.id);
+                bail!(
+                    "{at}.id: {:?} is reserved for sign-in's refresh tokens",
+                    entry.id
+                );
             }
             if resource::is_uri(&entry.id) {
                 bail!(

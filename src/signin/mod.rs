@@ -19,6 +19,7 @@
 
 pub mod clients;
 pub mod config;
+mod consent;
 pub mod fetch;
 mod flow;
 pub mod resources;
@@ -36,9 +37,8 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
 pub use config::SigninConfig;
-pub use flow::{
-    Authorize, CallbackOutcome, ConsentView, Decision, Step, cookie_name as flow_cookie_name,
-};
+pub use consent::{ConsentView, Decision};
+pub use flow::{Authorize, CallbackOutcome, Step, cookie_name as flow_cookie_name};
 pub use store::Db;
 pub use tokens::{ClientProof, Issued, TokenError};
 

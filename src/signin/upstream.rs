@@ -65,6 +65,18 @@ struct Keys {
     fetched: Option<Instant>,
 }
 
+impl Keys {
+    /// The key `kid` names, if its algorithm is the header's: no RS256 key
+    /// is used as an HS256 secret.
+    fn find(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
+        let found = match kid {
+            Some(kid) => self.by_kid.get(kid).cloned(),
+            None => self.anonymous.iter().find(|(a, _)| *a == alg).cloned(),
+        };
+        found.filter(|(a, _)| *a == alg).map(|(_, key)| key)
+    }
+}
+
 impl Upstream {
     pub fn new(
         issuer: String,
@@ -196,35 +208,21 @@ impl Upstream {
                     .ok_or(UpstreamError::BadIdToken)?
             }
         };
-        let mut validation = Validation::new(header.alg);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.client_id]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = 30;
-        let data =
-            jsonwebtoken::decode::<serde_json::Map<String, Value>>(id_token, &key, &validation)
-                .map_err(|_| UpstreamError::BadIdToken)?;
-        let claims = data.claims;
-        // OIDC Core 3.1.3.7: the nonce sent, and `azp` when it is there.
-        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
-            return Err(UpstreamError::BadIdToken);
-        }
-        if let Some(azp) = claims.get("azp")
-            && azp.as_str() != Some(self.client_id.as_str())
-        {
-            return Err(UpstreamError::BadIdToken);
-        }
-        Ok(claims)
+        check_id_token(
+            id_token,
+            &key,
+            header.alg,
+            &self.issuer,
+            &self.client_id,
+            nonce,
+        )
     }
 
     fn key(&self, kid: Option<&str>, alg: Algorithm) -> Option<DecodingKey> {
-        let keys = self.jwks.lock().unwrap_or_else(|p| p.into_inner());
-        let found = match kid {
-            Some(kid) => keys.by_kid.get(kid).cloned(),
-            None => keys.anonymous.iter().find(|(a, _)| *a == alg).cloned(),
-        };
-        // The header's algorithm must be the key's: no RS256 key used as HS256.
-        found.filter(|(a, _)| *a == alg).map(|(_, key)| key)
+        self.jwks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .find(kid, alg)
     }
 
     async fn refetch_keys(&self, discovery: &Discovery) -> Result<(), UpstreamError> {
@@ -241,52 +239,178 @@ impl Upstream {
             .await
             .map_err(|err| unavailable("jwks", &err))?;
         let set: JwkSet = serde_json::from_slice(&body).map_err(|_| UpstreamError::Unavailable)?;
-        let mut fresh = Keys {
-            fetched: Some(Instant::now()),
-            ..Keys::default()
-        };
-        for jwk in &set.keys {
-            // Signature keys only; a key whose algorithm is not said is
-            // taken for its family's usual one.
-            if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
-                continue;
-            }
-            let Ok(key) = DecodingKey::from_jwk(jwk) else {
-                continue;
-            };
-            let alg = match jwk
-                .common
-                .key_algorithm
-                .and_then(|a| a.to_string().parse().ok())
-            {
-                Some(alg) => alg,
-                None => match &jwk.algorithm {
-                    jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                    jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-                        jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
-                        _ => Algorithm::ES256,
-                    },
-                    jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-                    // Shared-secret keys have no place in a JWKS.
-                    _ => continue,
-                },
-            };
-            if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
-                continue;
-            }
-            match &jwk.common.key_id {
-                Some(kid) => {
-                    fresh.by_kid.insert(kid.clone(), (alg, key));
-                }
-                None => fresh.anonymous.push((alg, key)),
-            }
-        }
+        let fresh = signing_keys(&set);
         *self.jwks.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
         Ok(())
     }
 }
 
+/// The signature keys of a JWKS, by `kid`: shared-secret and encryption
+/// keys are left out, and a key whose algorithm is not said is taken for
+/// its family's usual one.
+fn signing_keys(set: &JwkSet) -> Keys {
+    let mut fresh = Keys {
+        fetched: Some(Instant::now()),
+        ..Keys::default()
+    };
+    for jwk in &set.keys {
+        // Signature keys only; a key whose algorithm is not said is
+        // taken for its family's usual one.
+        if jwk.common.public_key_use == Some(jsonwebtoken::jwk::PublicKeyUse::Encryption) {
+            continue;
+        }
+        let Ok(key) = DecodingKey::from_jwk(jwk) else {
+            continue;
+        };
+        let alg = match jwk
+            .common
+            .key_algorithm
+            .and_then(|a| a.to_string().parse().ok())
+        {
+            Some(alg) => alg,
+            None => match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
+                    jsonwebtoken::jwk::EllipticCurve::P384 => Algorithm::ES384,
+                    _ => Algorithm::ES256,
+                },
+                jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
+                // Shared-secret keys have no place in a JWKS.
+                _ => continue,
+            },
+        };
+        if matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            continue;
+        }
+        match &jwk.common.key_id {
+            Some(kid) => {
+                fresh.by_kid.insert(kid.clone(), (alg, key));
+            }
+            None => fresh.anonymous.push((alg, key)),
+        }
+    }
+    fresh
+}
+
+/// An ID token's claims, if it verifies under `key` with `alg` and its
+/// issuer, audience, expiry, nonce and `azp` are right (OIDC Core 3.1.3.7).
+fn check_id_token(
+    id_token: &str,
+    key: &DecodingKey,
+    alg: Algorithm,
+    issuer: &str,
+    client_id: &str,
+    nonce: &str,
+) -> Result<serde_json::Map<String, Value>, UpstreamError> {
+    let mut validation = Validation::new(alg);
+    validation.set_issuer(&[issuer]);
+    validation.set_audience(&[client_id]);
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    validation.leeway = 30;
+    let data = jsonwebtoken::decode::<serde_json::Map<String, Value>>(id_token, key, &validation)
+        .map_err(|_| UpstreamError::BadIdToken)?;
+    let claims = data.claims;
+    if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+        return Err(UpstreamError::BadIdToken);
+    }
+    if let Some(azp) = claims.get("azp")
+        && azp.as_str() != Some(client_id)
+    {
+        return Err(UpstreamError::BadIdToken);
+    }
+    Ok(claims)
+}
+
 fn unavailable(what: &str, err: &super::fetch::FetchError) -> UpstreamError {
     tracing::warn!(step = what, error = %err, "the OIDC provider did not answer as expected");
     UpstreamError::Unavailable
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
+    use jsonwebtoken::{EncodingKey, Header};
+    use serde_json::json;
+
+    use super::*;
+
+    const ISSUER: &str = "https://idp.example.com";
+
+    /// A P-256 key as a provider's JWKS lists it, and its signing half.
+    fn provider_key(kid: &str) -> (Value, EncodingKey) {
+        let pair = rcgen::KeyPair::generate().unwrap();
+        let point = pair.public_key_raw();
+        let jwk = json!({
+            "kty": "EC", "crv": "P-256", "use": "sig", "kid": kid,
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
+        });
+        (jwk, EncodingKey::from_ec_der(&pair.serialize_der()))
+    }
+
+    fn id_token(key: &EncodingKey, kid: &str, claims: Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, key).unwrap()
+    }
+
+    fn claims(nonce: &str) -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({"iss": ISSUER, "aud": "tessera", "sub": "alice", "nonce": nonce, "exp": now + 300, "iat": now})
+    }
+
+    fn check(
+        keys: &Keys,
+        token: &str,
+        nonce: &str,
+    ) -> Result<serde_json::Map<String, Value>, UpstreamError> {
+        let header = jsonwebtoken::decode_header(token).unwrap();
+        let key = keys
+            .find(header.kid.as_deref(), header.alg)
+            .ok_or(UpstreamError::BadIdToken)?;
+        check_id_token(token, &key, header.alg, ISSUER, "tessera", nonce)
+    }
+
+    #[test]
+    fn id_tokens_verify_only_under_the_providers_keys_and_claims() {
+        let (jwk, signer) = provider_key("k1");
+        let keys = signing_keys(&serde_json::from_value(json!({"keys": [jwk]})).unwrap());
+        let good = id_token(&signer, "k1", claims("n-1"));
+        assert_eq!(check(&keys, &good, "n-1").unwrap()["sub"], "alice");
+        // Another nonce, audience, issuer, an expired token, another azp.
+        assert_eq!(check(&keys, &good, "n-2"), Err(UpstreamError::BadIdToken));
+        for (field, value) in [
+            ("aud", json!("someone-else")),
+            ("iss", json!("https://evil.example")),
+            ("exp", json!(1_000_000)),
+            ("azp", json!("someone-else")),
+        ] {
+            let mut bad = claims("n-1");
+            bad[field] = value;
+            let token = id_token(&signer, "k1", bad);
+            assert_eq!(
+                check(&keys, &token, "n-1"),
+                Err(UpstreamError::BadIdToken),
+                "{field}"
+            );
+        }
+        // A key the JWKS does not list (rotated in since): not found until refetched.
+        let (_, rotated) = provider_key("k2");
+        let token = id_token(&rotated, "k2", claims("n-1"));
+        assert_eq!(check(&keys, &token, "n-1"), Err(UpstreamError::BadIdToken));
+        // Signed by another key under a listed kid.
+        let forged = id_token(&rotated, "k1", claims("n-1"));
+        assert_eq!(check(&keys, &forged, "n-1"), Err(UpstreamError::BadIdToken));
+        // HS256 under a listed kid: that key is ES256, never a shared secret.
+        let hs = jsonwebtoken::encode(
+            &Header {
+                kid: Some("k1".into()),
+                ..Header::new(Algorithm::HS256)
+            },
+            &claims("n-1"),
+            &EncodingKey::from_secret(b"k1").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(check(&keys, &hs, "n-1"), Err(UpstreamError::BadIdToken));
+    }
 }

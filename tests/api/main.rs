@@ -33,6 +33,7 @@ mod retry;
 mod rules;
 mod seal_keys;
 mod secrets;
+mod signin;
 mod statements;
 mod tls;
 mod use_cases;
