@@ -145,9 +145,8 @@ fn respond<S>(signin: &Signin<S>, step: Step) -> Response {
     match step {
         Step::Show(why) => page(StatusCode::BAD_REQUEST, "Sign-in refused", &why),
         Step::Client { redirect } => redirect_to(&redirect),
-        Step::Consent { flow_id } => {
-            redirect_to(&format!("{}/oauth2/consent?flow={flow_id}", signin.issuer))
-        }
+        // Relative: the browser stays on the origin its cookie is for.
+        Step::Consent { flow_id } => redirect_to(&format!("/oauth2/consent?flow={flow_id}")),
         Step::Login {
             url,
             cookie_name,

@@ -87,7 +87,7 @@ impl SigninConfig {
             "--refresh-ttl must be positive and at most --max-ttl"
         );
         anyhow::ensure!(
-            !self.oidc_subject_claim.is_empty(),
+            self.oidc_issuer.is_none() || !self.oidc_subject_claim.is_empty(),
             "--oidc-subject-claim must name a claim"
         );
         Ok(())

@@ -57,6 +57,8 @@ pub const REFRESH_AUDIENCE: &str = "tessera:signin";
 
 /// Everything sign-in needs, shared by the HTTP handlers.
 pub struct Signin<S> {
+    /// `--issuer` exactly as the metadata says it: the `iss` of redirects
+    /// (RFC 9207 compares it as a plain string).
     pub issuer: String,
     pub consent_ttl: Duration,
     pub refresh_ttl: Duration,
@@ -92,19 +94,19 @@ impl<S: Store> Signin<S> {
         };
         let client_id = read(&config.oidc_client_id_file, "--oidc-client-id-file")?;
         let client_secret = read(&config.oidc_client_secret_file, "--oidc-client-secret-file")?;
-        let issuer = issuer.trim_end_matches('/').to_owned();
+        let base = issuer.trim_end_matches('/');
         let upstream = Upstream::new(
             oidc_issuer.clone(),
             client_id,
             client_secret,
             config.oidc_subject_claim.clone(),
-            format!("{issuer}/oauth2/callback"),
+            format!("{base}/oauth2/callback"),
             fetch::Fetcher::upstream(config.oidc_ca_file.as_deref())?,
         );
         let fetcher =
             fetch::Fetcher::guarded(config.cimd_allow_private, config.cimd_ca_file.as_deref())?;
         Ok(Some(Self {
-            issuer,
+            issuer: issuer.to_owned(),
             consent_ttl: config.consent_ttl,
             refresh_ttl: config.refresh_ttl,
             resources: Arc::new(ResourceFile::load(resources)?),
