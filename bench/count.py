@@ -121,6 +121,8 @@ def main():
     parser.add_argument("--ops", default=",".join(OPS), help=f"any of {', '.join(OPS)}")
     parser.add_argument("--tessera", help="the tessera binary, with tessera-bench beside it "
                         "(default: build and use target/release/tessera)")
+    parser.add_argument("--keep", help="a directory to keep callgrind's files in, for callgrind_annotate "
+                        "(<op>-<seconds>.callgrind)")
     parser.add_argument("--smoke", action="store_true", help="only check that every op was counted")
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     args = parser.parse_args()
@@ -144,6 +146,9 @@ def main():
         subprocess.run([tessera, "migrate", "--database-url", url], check=True, capture_output=True)
         results = {}
         with tempfile.TemporaryDirectory(prefix="tessera-count-") as out_dir:
+            if args.keep:
+                os.makedirs(args.keep, exist_ok=True)
+                out_dir = args.keep
             for op in ops:
                 (i0, c0), (i1, c1) = (count_once(args, op, s, tessera, bench_bin, url, out_dir)
                                       for s in (args.short, args.long))
