@@ -5,8 +5,9 @@ use super::{Authority, Error, Page, Result, Target};
 use crate::{
     audit::{Event, RevokeCause},
     clients::Caller,
+    grant::{Grant, RevokeReason},
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, RevokeReason, RevokeTarget, Revoked, Store},
+    store::{ListQuery, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 

@@ -24,12 +24,11 @@ pub use credentials::CredentialStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 pub use types::{
-    CredentialRef, Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant,
-    Prior, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation,
+    Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, RevokeTarget,
+    Revoked, Rotated, Rotation,
 };
 
-/// Unix time in microseconds, as the database's clock gave it.
-pub type Micros = i64;
+use crate::grant::{CredentialRef, Grant, Micros, RevokeReason, micros};
 
 /// How stale `last_used_at` may get on Validate: at most one write per grant
 /// per interval keeps Validate read-mostly.
@@ -208,10 +207,6 @@ fn unapplied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
         .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
         .map(|m| m.version)
         .collect()
-}
-
-pub(crate) fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 pub(crate) fn to_u32(value: i64) -> u32 {

@@ -3,9 +3,10 @@
 use std::{collections::BTreeMap, future::Future, time::Duration};
 
 use tessera::{
+    grant::{Grant, RevokeReason},
     store::{
-        Delegation, Grant, Invalidation, Keyed, ListQuery, NewGrant, PgStore, RevokeReason,
-        RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
+        Delegation, Invalidation, Keyed, ListQuery, NewGrant, PgStore, RevokeTarget, Revoked,
+        Rotated, Rotation, SqliteStore, Store,
     },
     token::{GrantId, Token},
 };
