@@ -4,40 +4,81 @@
 //! FULL` makes every acknowledged claim durable, because a claim lost in a
 //! power cut would let a single-use token be used again.
 
-use std::{path::Path, str::FromStr, time::Duration};
+use std::{path::Path, str::FromStr, sync::LazyLock, time::Duration};
 
 use sqlx::{
-    Row, SqlitePool,
+    Row, Sqlite, SqlitePool,
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
     types::Json,
 };
-
-use super::{
-    Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
-    Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError, sql, to_u32,
-};
-
 use tracing::warn;
 
-use crate::{config::DatabaseConfig, token::TokenHash};
+use super::{
+    Delegation, Dialect, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result,
+    RevokeTarget, Revoked, Rotated, Rotation, Sql, SqlStore, Store, StoreError,
+    statements::{Statements, Syntax},
+};
+use crate::{
+    config::DatabaseConfig,
+    grant::{Grant, Micros, RevokeReason},
+    token::TokenHash,
+};
 
-mod credentials;
-mod dialect;
-
-/// SQLite's clock, in unix microseconds (millisecond resolution).
-macro_rules! lite {
-    ($statement:ident $(, $arg:literal)*) => {
-        sql::$statement!("CAST(unixepoch('subsec') * 1000000 AS INTEGER)" $(, $arg)*)
+impl Dialect for Sqlite {
+    const SYNTAX: Syntax = Syntax {
+        // Unix microseconds (millisecond resolution).
+        now: "CAST(unixepoch('subsec') * 1000000 AS INTEGER)",
+        ids: "SELECT value FROM json_each($1)",
+        touched: "(SELECT i.value AS id, a.value AS at FROM json_each($1) i \
+                  JOIN json_each($2) a ON a.key = i.key) AS t",
+        least: "MIN",
+        // One writer at a time needs no row locks.
+        sweep_lock: "",
     };
+
+    fn statements() -> &'static Statements {
+        static STATEMENTS: LazyLock<Statements> =
+            LazyLock::new(|| Statements::new(&Sqlite::SYNTAX));
+        &STATEMENTS
+    }
+
+    /// JSON arrays, which `json_each` reads back.
+    type Texts<'q> = Json<&'q [String]>;
+    type Times<'q> = Json<&'q [i64]>;
+
+    fn texts(items: &[String]) -> Json<&[String]> {
+        Json(items)
+    }
+
+    fn times(items: &[i64]) -> Json<&[i64]> {
+        Json(items)
+    }
+
+    fn rows_affected(done: &sqlx::sqlite::SqliteQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn read_texts(row: &SqliteRow, column: &str) -> sqlx::Result<Vec<String>> {
+        Ok(row.try_get::<Json<Vec<String>>, _>(column)?.0)
+    }
 }
+
+/// Reserves a key for a keyed claim: `$1` grant, `$2` client, `$3` key
+/// hash. Inserts nothing if the key is already recorded; waits for a
+/// racing insert of the same key to commit or roll back first.
+const RESERVE_KEY: &str = "INSERT INTO claim_keys (grant_id, client_id, key_hash, use_number, \
+     claimed_at) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING";
+
+/// Records the use a reserved key took: `$4` use number, `$5` time.
+const RECORD_KEY: &str = "UPDATE claim_keys SET use_number = $4, claimed_at = $5 \
+     WHERE grant_id = $1 AND client_id = $2 AND key_hash = $3";
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    pool: SqlitePool,
-    /// One connection of its own for readiness checks (see `PgStore`).
-    health: SqlitePool,
+    /// Its pool, and one connection of its own for readiness checks.
+    sql: Sql<Sqlite>,
 }
 
 impl SqliteStore {
@@ -60,7 +101,9 @@ impl SqliteStore {
             .max_connections(1)
             .acquire_timeout(db.acquire_timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, health })
+        Ok(Self {
+            sql: Sql { pool, health },
+        })
     }
 }
 
@@ -97,60 +140,41 @@ fn create_private(path: &Path) -> anyhow::Result<()> {
     }
 }
 
-fn grant_from_row(row: &SqliteRow) -> std::result::Result<Grant, sqlx::Error> {
-    Ok(Grant {
-        grant_id: row.try_get("grant_id")?,
-        token_hint: row.try_get("token_hint")?,
-        subject: row.try_get("subject")?,
-        audience: row.try_get::<Json<_>, _>("audience")?.0,
-        run_id: row.try_get("run_id")?,
-        scopes: row.try_get::<Json<_>, _>("scopes")?.0,
-        labels: row.try_get::<Json<_>, _>("labels")?.0,
-        max_uses: to_u32(row.try_get("max_uses")?),
-        use_count: to_u32(row.try_get("use_count")?),
-        issued_by: row.try_get("issued_by")?,
-        issued_at: row.try_get("issued_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoke_reason: RevokeReason::from_code(row.try_get("revoke_reason")?),
-        last_used_at: row.try_get("last_used_at")?,
-        revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
-        parent_grant_id: row.try_get("parent_grant_id")?,
-        depth: to_u32(row.try_get("depth")?),
-        rotated_from: row.try_get("rotated_from")?,
-        rotated_to: row.try_get("rotated_to")?,
-        payload_credential: super::CredentialRef::from_columns(
-            row.try_get("credential_bearer_id")?,
-            row.try_get("credential_name")?,
-        ),
-    })
-}
-
 impl SqliteStore {
     /// The migrations this binary carries that the database has not applied.
     pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
         let migrator = sqlx::migrate!("migrations/sqlite");
         let applied: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.sql.pool)
                 .await
                 .unwrap_or_default();
         Ok(super::unapplied(&migrator, &applied))
     }
 }
 
+impl SqlStore for SqliteStore {
+    type Db = Sqlite;
+
+    fn sql(&self) -> &Sql<Sqlite> {
+        &self.sql
+    }
+}
+
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::migrate!("migrations/sqlite").run(&self.pool).await?;
+        sqlx::migrate!("migrations/sqlite")
+            .run(&self.sql.pool)
+            .await?;
         Ok(())
     }
 
     async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
-        Ok(dialect::insert(&self.pool, grant).await?)
+        Ok(self.sql.insert(grant).await?)
     }
 
     async fn find(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
-        dialect::find(&self.pool, hash).await
+        Ok(self.sql.find(hash).await?)
     }
 
     async fn find_keyed(
@@ -159,15 +183,15 @@ impl Store for SqliteStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Option<(Lookup, Option<Prior>)>> {
-        dialect::find_keyed(&self.pool, hash, client_id, key_hash).await
+        Ok(self.sql.find_keyed(hash, client_id, key_hash).await?)
     }
 
     async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
-        dialect::touch(&self.pool, touches).await
+        Ok(self.sql.touch(touches).await?)
     }
 
     async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
-        dialect::consume(&self.pool, grant_id).await
+        Ok(self.sql.consume(grant_id).await?)
     }
 
     async fn consume_keyed(
@@ -180,7 +204,7 @@ impl Store for SqliteStore {
         // not leave it open (or half done) on a pooled connection. The claim
         // completes, and a retry with the key finds it.
         let (pool, grant_id, client_id, key_hash) = (
-            self.pool.clone(),
+            self.sql.pool.clone(),
             grant_id.to_owned(),
             client_id.to_owned(),
             *key_hash,
@@ -196,47 +220,47 @@ impl Store for SqliteStore {
         issued_by: Option<&str>,
         reason: RevokeReason,
     ) -> Result<Revoked> {
-        dialect::revoke(&self.pool, target, issued_by, reason).await
+        Ok(self.sql.revoke(target, issued_by, reason).await?)
     }
 
     async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
-        dialect::payload(&self.pool, grant_id).await
+        Ok(self.sql.payload(grant_id).await?)
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
-        dialect::rotate(&self.pool, rotation).await
+        Ok(self.sql.rotate(rotation).await?)
     }
 
     async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
-        dialect::delegate(&self.pool, child).await
+        Ok(self.sql.delegate(child).await?)
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
-        dialect::count_replay(&self.pool, grant_id).await
+        Ok(self.sql.count_replay(grant_id).await?)
     }
 
     async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        dialect::get(&self.pool, grant_id, issued_by).await
+        Ok(self.sql.get(grant_id, issued_by).await?)
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        dialect::list(&self.pool, query).await
+        Ok(self.sql.list(query).await?)
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
-        dialect::sweep(&self.pool, retention, batch).await
+        Ok(self.sql.sweep(retention, batch).await?)
     }
 
     async fn ping(&self) -> Result<()> {
-        dialect::ping(&self.health).await
+        Ok(self.sql.ping().await?)
     }
 
     async fn count_live(&self) -> Result<u64> {
-        dialect::count_live(&self.pool).await
+        Ok(self.sql.count_live().await?)
     }
 
     fn pool_probe(&self) -> crate::metrics::PoolProbe {
-        dialect::pool_probe(&self.pool)
+        self.sql.pool_probe()
     }
 
     /// One process owns the file in practice: its own changes invalidate
@@ -248,7 +272,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        dialect::close(&self.pool, &self.health).await;
+        self.sql.close().await;
     }
 }
 
@@ -263,7 +287,7 @@ async fn keyed_claim(
     key_hash: &[u8; 32],
 ) -> Result<Keyed> {
     let mut tx = pool.begin().await?;
-    let reserved = sqlx::query(sql::reserve_key!())
+    let reserved = sqlx::query(RESERVE_KEY)
         .bind(grant_id)
         .bind(client_id)
         .bind(&key_hash[..])
@@ -271,16 +295,12 @@ async fn keyed_claim(
         .await?
         .rows_affected();
     if reserved == 0 {
-        let row = sqlx::query(sql::prior_claim!())
-            .bind(grant_id)
-            .bind(client_id)
-            .bind(&key_hash[..])
-            .fetch_one(&mut *tx)
-            .await?;
+        let prior = Sql::prior_claim(&mut *tx, grant_id, client_id, key_hash).await?;
         tx.commit().await?;
-        return Ok(replayed_from_row(&row)?);
+        // Reserved before, so recorded: its claim is there.
+        return prior.ok_or(StoreError::Internal(sqlx::Error::RowNotFound));
     }
-    let Some(row) = sqlx::query(lite!(consume))
+    let Some(row) = sqlx::query(Sqlite::statements().consume)
         .bind(grant_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -288,8 +308,8 @@ async fn keyed_claim(
         tx.rollback().await?;
         return Ok(Keyed::Refused);
     };
-    let grant = grant_from_row(&row)?;
-    sqlx::query(sql::record_key!())
+    let (grant, sealed) = Sql::<Sqlite>::taken_from_row(&row)?;
+    sqlx::query(RECORD_KEY)
         .bind(grant_id)
         .bind(client_id)
         .bind(&key_hash[..])
@@ -298,6 +318,5 @@ async fn keyed_claim(
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
-    Ok(Keyed::Consumed(grant, row.try_get("sealed_payload")?))
+    Ok(Keyed::Consumed(grant, sealed))
 }
-sql::row_readers!(SqliteRow);
