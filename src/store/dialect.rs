@@ -19,6 +19,9 @@ pub trait Dialect: sqlx::Database {
     /// Its words.
     const SYNTAX: Syntax;
 
+    /// The migrations of its schema (`migrations/<database>/`).
+    fn migrator() -> &'static sqlx::migrate::Migrator;
+
     /// Its statements, built from [`Self::SYNTAX`] on first use.
     fn statements() -> &'static Statements;
 

@@ -9,9 +9,9 @@ use std::{collections::BTreeMap, time::Duration};
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Row, Type, types::Json};
 
 use super::{
-    Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, TOUCH_INTERVAL,
+    Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result, StoreError, TOUCH_INTERVAL,
     dialect::Dialect,
-    statements::{Statements, list_queries},
+    statements::{RECORD_KEY, RESERVE_KEY, Statements, list_queries},
     to_u32,
 };
 use crate::{
@@ -45,22 +45,6 @@ impl<DB: sqlx::Database> Sql<DB> {
         DB: Dialect,
     {
         DB::statements()
-    }
-
-    /// Reads the connection pool's state, for each metrics scrape.
-    pub fn pool_probe(&self) -> crate::metrics::PoolProbe {
-        let pool = self.pool.clone();
-        Box::new(move || crate::metrics::PoolState {
-            size: pool.size(),
-            idle: pool.num_idle(),
-            max: pool.options().get_max_connections(),
-        })
-    }
-
-    /// Closes both pools, waiting for connections in use to be returned.
-    pub async fn close(&self) {
-        self.health.close().await;
-        self.pool.close().await;
     }
 }
 
@@ -111,14 +95,14 @@ where
         Self::grant_from_row(&row)
     }
 
-    pub async fn insert(&self, grant: &NewGrant) -> sqlx::Result<Grant> {
-        Self::insert_on(&self.pool, grant).await
+    pub async fn insert(pool: &Pool<DB>, grant: &NewGrant) -> sqlx::Result<Grant> {
+        Self::insert_on(pool, grant).await
     }
 
-    pub async fn find(&self, hash: &TokenHash) -> sqlx::Result<Option<Lookup>> {
+    pub async fn find(pool: &Pool<DB>, hash: &TokenHash) -> sqlx::Result<Option<Lookup>> {
         let row = sqlx::query(Self::statements().find)
             .bind(&hash.0[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         row.as_ref().map(Self::lookup_from_row).transpose()
     }
@@ -126,7 +110,7 @@ where
     /// The grant and, in the same statement, the claim `client_id` made on
     /// it with the key hashed to `key_hash`, if any.
     pub async fn find_keyed(
-        &self,
+        pool: &Pool<DB>,
         hash: &TokenHash,
         client_id: &str,
         key_hash: &[u8; 32],
@@ -135,7 +119,7 @@ where
             .bind(&hash.0[..])
             .bind(client_id)
             .bind(&key_hash[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some((
@@ -145,25 +129,72 @@ where
     }
 
     /// The ids and times are bound as two lists, read in step.
-    pub async fn touch(&self, touches: &[(String, Micros)]) -> sqlx::Result<()> {
+    pub async fn touch(pool: &Pool<DB>, touches: &[(String, Micros)]) -> sqlx::Result<()> {
         let (ids, ats): (Vec<String>, Vec<Micros>) = touches.iter().cloned().unzip();
         sqlx::query(Self::statements().touch)
             .bind(DB::texts(&ids))
             .bind(DB::times(&ats))
             .bind(micros(TOUCH_INTERVAL))
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(())
     }
 
     /// One use, if the grant is live: the grant after it and its sealed
     /// payload.
-    pub async fn consume(&self, grant_id: &str) -> sqlx::Result<Option<(Grant, Vec<u8>)>> {
+    pub async fn consume(
+        pool: &Pool<DB>,
+        grant_id: &str,
+    ) -> sqlx::Result<Option<(Grant, Vec<u8>)>> {
         let row = sqlx::query(Self::statements().consume)
             .bind(grant_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         row.as_ref().map(Self::taken_from_row).transpose()
+    }
+
+    /// A keyed claim as a transaction of three statements (SQLite has no
+    /// writes inside `WITH`; PostgreSQL runs one): reserve the key, take
+    /// the use, record it. A key already recorded returns its claim; a
+    /// racing insert of the same key waits for the writer lock first.
+    pub(crate) async fn keyed_claim(
+        pool: &Pool<DB>,
+        grant_id: &str,
+        client_id: &str,
+        key_hash: &[u8; 32],
+    ) -> Result<Keyed> {
+        let mut tx = pool.begin().await?;
+        let reserved = sqlx::query(RESERVE_KEY)
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&reserved) == 0 {
+            let prior = Self::prior_claim(&mut *tx, grant_id, client_id, key_hash).await?;
+            tx.commit().await?;
+            // Reserved before, so recorded: its claim is there.
+            return prior.ok_or(StoreError::Internal(sqlx::Error::RowNotFound));
+        }
+        let Some(row) = sqlx::query(DB::statements().consume)
+            .bind(grant_id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            tx.rollback().await?;
+            return Ok(Keyed::Refused);
+        };
+        let (grant, sealed) = Self::taken_from_row(&row)?;
+        sqlx::query(RECORD_KEY)
+            .bind(grant_id)
+            .bind(client_id)
+            .bind(&key_hash[..])
+            .bind(i64::from(grant.use_count))
+            .bind(grant.last_used_at)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Keyed::Consumed(grant, sealed))
     }
 
     /// The claim `client_id` made on the grant with the key, if it did.
@@ -182,32 +213,32 @@ where
         row.as_ref().map(Self::replayed_from_row).transpose()
     }
 
-    pub async fn count_replay(&self, grant_id: &str) -> sqlx::Result<Option<u64>> {
+    pub async fn count_replay(pool: &Pool<DB>, grant_id: &str) -> sqlx::Result<Option<u64>> {
         let replays: Option<i64> = sqlx::query_scalar(Self::statements().count_replay)
             .bind(grant_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         Ok(replays.map(|n| u64::try_from(n).unwrap_or_default()))
     }
 
     pub async fn get(
-        &self,
+        pool: &Pool<DB>,
         grant_id: &str,
         issued_by: Option<&str>,
     ) -> sqlx::Result<Option<Grant>> {
         let row = sqlx::query(Self::statements().get)
             .bind(grant_id)
             .bind(issued_by)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await?;
         row.as_ref().map(Self::grant_from_row).transpose()
     }
 
     /// A page of grants plus the live count (two statements).
-    pub async fn list(&self, query: &ListQuery) -> sqlx::Result<ListPage> {
+    pub async fn list(pool: &Pool<DB>, query: &ListQuery) -> sqlx::Result<ListPage> {
         let (mut page, mut count) = list_queries::<DB>(query, Self::statements().live);
-        let rows = page.build().fetch_all(&self.pool).await?;
-        let active: i64 = count.build().fetch_one(&self.pool).await?.try_get(0)?;
+        let rows = page.build().fetch_all(pool).await?;
+        let active: i64 = count.build().fetch_one(pool).await?.try_get(0)?;
         Ok(ListPage {
             grants: rows
                 .iter()
@@ -217,33 +248,47 @@ where
         })
     }
 
-    pub async fn payload(&self, grant_id: &str) -> sqlx::Result<Option<Vec<u8>>> {
+    pub async fn payload(pool: &Pool<DB>, grant_id: &str) -> sqlx::Result<Option<Vec<u8>>> {
         sqlx::query_scalar(Self::statements().payload)
             .bind(grant_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(pool)
             .await
     }
 
-    pub async fn sweep(&self, retention: Duration, batch: u32) -> sqlx::Result<u64> {
+    pub async fn sweep(pool: &Pool<DB>, retention: Duration, batch: u32) -> sqlx::Result<u64> {
         let done = sqlx::query(Self::statements().sweep)
             .bind(micros(retention))
             .bind(i64::from(batch))
-            .execute(&self.pool)
+            .execute(pool)
             .await?;
         Ok(DB::rows_affected(&done))
     }
 
-    pub async fn count_live(&self) -> sqlx::Result<u64> {
+    pub async fn count_live(pool: &Pool<DB>) -> sqlx::Result<u64> {
         let count: i64 = sqlx::query_scalar(Self::statements().count_live)
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
     /// On the readiness pool, not the one serving calls.
-    pub async fn ping(&self) -> sqlx::Result<()> {
-        sqlx::query("SELECT 1").execute(&self.health).await?;
+    pub async fn ping(health: &Pool<DB>) -> sqlx::Result<()> {
+        sqlx::query("SELECT 1").execute(health).await?;
         Ok(())
+    }
+
+    /// The migrations this binary carries that the database has not applied.
+    pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
+        let applied: Vec<i64> =
+            sqlx::query_scalar::<DB, i64>("SELECT version FROM _sqlx_migrations WHERE success")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        Ok(DB::migrator()
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
+            .map(|m| m.version)
+            .collect())
     }
 
     /// A row of any statement that returns [`GRANT_COLUMNS`](super::statements::GRANT_COLUMNS).

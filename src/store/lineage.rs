@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use sqlx::{
-    ColumnIndex, Decode, Encode, Executor, IntoArguments, Transaction, Type, query::QueryScalar,
-    types::Json,
+    ColumnIndex, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type,
+    query::QueryScalar, types::Json,
 };
 
 use super::{
@@ -50,7 +50,7 @@ where
     /// revoked. The write comes first, so SQLite's transaction holds the
     /// write lock from its first statement.
     pub async fn revoke(
-        &self,
+        pool: &Pool<DB>,
         target: &RevokeTarget,
         issued_by: Option<&str>,
         reason: RevokeReason,
@@ -63,7 +63,7 @@ where
             RevokeTarget::RunId(_) => (live.run_id, all.run_id),
             RevokeTarget::Subject(_) => (live.subject, all.subject),
         };
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let revoked: Vec<String> = Self::bind_target(sqlx::query_scalar(revoke), target)
             .bind(reason.code())
             .bind(issued_by)
@@ -121,10 +121,10 @@ where
     /// Rotates a live grant not rotated before, in one transaction (see
     /// [`Statements::rotate_out`], [`Statements::rotate_in`],
     /// [`Statements::spend_rest`]); `None` if it may not be rotated.
-    pub async fn rotate(&self, r: &Rotation) -> sqlx::Result<Option<Rotated>> {
+    pub async fn rotate(pool: &Pool<DB>, r: &Rotation) -> sqlx::Result<Option<Rotated>> {
         let statements: &Statements = DB::statements();
         let reason = RevokeReason::Rotated;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let out = sqlx::query(statements.rotate_out)
             .bind(r.grant_id.as_str())
             .bind(r.successor_id.as_str())
@@ -167,9 +167,9 @@ where
     /// Takes the child's uses from its parent ([`Statements::escrow`]) and
     /// inserts it, in one transaction; `None` if the parent is not live or
     /// its uses were taken meanwhile.
-    pub async fn delegate(&self, d: &Delegation) -> sqlx::Result<Option<Grant>> {
+    pub async fn delegate(pool: &Pool<DB>, d: &Delegation) -> sqlx::Result<Option<Grant>> {
         let statements = DB::statements();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = pool.begin().await?;
         let parent: Option<String> = sqlx::query_scalar(statements.escrow)
             .bind(d.parent_grant_id.as_str())
             .bind(i64::from(d.max_uses))

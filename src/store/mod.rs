@@ -23,6 +23,7 @@ pub mod credentials;
 mod dialect;
 mod grants;
 mod lineage;
+mod plain;
 pub mod postgres;
 pub mod sqlite;
 pub mod statements;
@@ -225,15 +226,6 @@ pub trait SqlStore: Clone + Send + Sync + 'static {
     type Db: Dialect;
 
     fn sql(&self) -> &Sql<Self::Db>;
-}
-
-/// Versions `migrator` holds that are not among `applied`.
-fn unapplied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
-    migrator
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
-        .map(|m| m.version)
-        .collect()
 }
 
 pub(crate) fn to_u32(value: i64) -> u32 {

@@ -53,6 +53,17 @@ pub fn take_use(now: &str) -> String {
     )
 }
 
+/// Reserves a key for a keyed claim run as three statements (see
+/// [`Sql::keyed_claim`](super::Sql::keyed_claim)): `$1` grant, `$2`
+/// client, `$3` key hash. Inserts nothing if the key is already recorded;
+/// waits for a racing insert of the same key to commit or roll back first.
+pub const RESERVE_KEY: &str = "INSERT INTO claim_keys (grant_id, client_id, key_hash, use_number, \
+     claimed_at) VALUES ($1, $2, $3, 0, 0) ON CONFLICT DO NOTHING";
+
+/// Records the use a reserved key took: `$4` use number, `$5` time.
+pub const RECORD_KEY: &str = "UPDATE claim_keys SET use_number = $4, claimed_at = $5 \
+     WHERE grant_id = $1 AND client_id = $2 AND key_hash = $3";
+
 /// One statement for each column a revoke may aim at.
 pub struct ByTarget {
     pub token_hash: &'static str,

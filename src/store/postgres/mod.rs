@@ -9,6 +9,7 @@ use std::{
 
 use sqlx::{
     Postgres, Row,
+    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
 };
 use tracing::warn;
@@ -45,6 +46,11 @@ impl Dialect for Postgres {
         least: "LEAST",
         sweep_lock: " FOR UPDATE SKIP LOCKED",
     };
+
+    fn migrator() -> &'static Migrator {
+        static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+        &MIGRATOR
+    }
 
     fn statements() -> &'static Statements {
         static STATEMENTS: LazyLock<Statements> =
@@ -197,13 +203,7 @@ impl PgStore {
     /// The migrations this binary carries that the database has not applied.
     pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
         self.primary_found().await;
-        let migrator = sqlx::migrate!("migrations/postgres");
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.sql.pool)
-                .await
-                .unwrap_or_default();
-        Ok(super::unapplied(&migrator, &applied))
+        self.sql.unapplied_migrations().await
     }
 }
 
@@ -231,10 +231,7 @@ impl SqlStore for PgStore {
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         self.primary_found().await;
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.sql.pool)
-            .await?;
-        Ok(())
+        self.sql.migrate().await
     }
 
     async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
@@ -242,7 +239,7 @@ impl Store for PgStore {
             Answer::Done(grant) => Ok(grant),
             Answer::Failed(err) => Err(err.into()),
             // Only if the batcher is gone (shutting down).
-            Answer::RunAlone => Ok(self.sql.insert(grant).await?),
+            Answer::RunAlone => self.sql.insert(grant).await,
         }
     }
 
@@ -253,7 +250,7 @@ impl Store for PgStore {
             Answer::RunAlone => {}
         }
         // The batch failed: alone, with the retry and the error of its own.
-        Ok(retry::read(|| self.sql.find(hash)).await?)
+        Ok(retry::read(|| Sql::find(&self.sql.pool, hash)).await?)
     }
 
     async fn find_keyed(
@@ -262,11 +259,11 @@ impl Store for PgStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Option<(Lookup, Option<Prior>)>> {
-        Ok(retry::read(|| self.sql.find_keyed(hash, client_id, key_hash)).await?)
+        Ok(retry::read(|| Sql::find_keyed(&self.sql.pool, hash, client_id, key_hash)).await?)
     }
 
     async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
-        Ok(self.sql.touch(touches).await?)
+        self.sql.touch(touches).await
     }
 
     async fn consume(&self, grant_id: &str) -> Result<Option<Taken>> {
@@ -275,7 +272,7 @@ impl Store for PgStore {
             Answer::Failed(err) => return Err(err.into()),
             Answer::RunAlone => {}
         }
-        Ok(self.sql.consume(grant_id).await?)
+        self.sql.consume(grant_id).await
     }
 
     async fn consume_keyed(
@@ -304,43 +301,43 @@ impl Store for PgStore {
         issued_by: Option<&str>,
         reason: RevokeReason,
     ) -> Result<Revoked> {
-        Ok(self.sql.revoke(target, issued_by, reason).await?)
+        self.sql.revoke(target, issued_by, reason).await
     }
 
     async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
-        Ok(self.sql.payload(grant_id).await?)
+        self.sql.payload(grant_id).await
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
-        Ok(self.sql.rotate(rotation).await?)
+        self.sql.rotate(rotation).await
     }
 
     async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
-        Ok(self.sql.delegate(child).await?)
+        self.sql.delegate(child).await
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
-        Ok(self.sql.count_replay(grant_id).await?)
+        self.sql.count_replay(grant_id).await
     }
 
     async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        Ok(self.sql.get(grant_id, issued_by).await?)
+        self.sql.get(grant_id, issued_by).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        Ok(self.sql.list(query).await?)
+        self.sql.list(query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
-        Ok(self.sql.sweep(retention, batch).await?)
+        self.sql.sweep(retention, batch).await
     }
 
     async fn ping(&self) -> Result<()> {
-        Ok(self.sql.ping().await?)
+        self.sql.ping().await
     }
 
     async fn count_live(&self) -> Result<u64> {
-        Ok(self.sql.count_live().await?)
+        self.sql.count_live().await
     }
 
     fn pool_probe(&self) -> crate::metrics::PoolProbe {
