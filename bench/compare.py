@@ -90,6 +90,11 @@ OPS = {
     "claim-single": ("claim", "single", ["--op", "claim", "--max-uses", "1"]),
     "claim-keyed": ("claim-keyed", "hot", ["--op", "claim", "--claim-key"]),
     "mint": ("mint", "hot", ["--op", "mint"]),
+    # RFC 7662 introspection (a FULL Validate over HTTP), as the MCP SDKs'
+    # verifiers call it: HTTP/1.1 on kept-alive connections, one per call in
+    # flight; and HTTP/2 over --connections, as gRPC.
+    "introspect": ("validate", "hot", ["--op", "introspect", "--http", "1.1"]),
+    "introspect-h2": ("validate", "hot", ["--op", "introspect", "--http", "2"]),
 }
 
 
@@ -152,7 +157,7 @@ def run_pgbench(url, script, clients, duration):
         # live (they take their CPU time with them when they exit).
         samples = []
         while bench.poll() is None:
-            samples.append((time.time(), cpu_seconds(postgres_pids())))
+            samples.append((time.time(), cpu_seconds(postgres_pids()), cpu_seconds([bench.pid])))
             time.sleep(0.25)
         out, err = bench.communicate()
     finally:
@@ -164,12 +169,14 @@ def run_pgbench(url, script, clients, duration):
     # Per pgbench transaction, beside Tessera's per call: what the database
     # itself spends on each side. The first second (connecting) and the
     # last sample (backends exiting) are left out.
+    # pgbench's own CPU the same way: the load generator's cost per call.
     inside = samples[4:-1]
-    pg_us = None
+    pg_us = client_us = None
     if len(inside) >= 2 and tps:
-        (t0, c0), (t1, c1) = inside[0], inside[-1]
+        (t0, c0, b0), (t1, c1, b1) = inside[0], inside[-1]
         pg_us = round((c1 - c0) / (t1 - t0) * 1e6 / tps)
-    return tps, latency, pg_us
+        client_us = round((b1 - b0) / (t1 - t0) * 1e6 / tps)
+    return tps, latency, pg_us, client_us
 
 
 def fill(url, hot, single, filler):
@@ -274,7 +281,7 @@ def run(args, ops, single, tessera, bench_bin, statements, url):
             clients = 2 if op == "validate-2" else args.clients
             count = single if kind == "single" else args.hot
             script = pgbench_script(statements[tessera_op], kind, count)
-            tps, pg_latency, pg_us = run_pgbench(url, script, clients, args.duration)
+            tps, pg_latency, pg_us, pgbench_us = run_pgbench(url, script, clients, args.duration)
             grants = single if op in ("claim-single", "validate-fresh") else args.hot
 
             bench = subprocess.Popen(
@@ -306,27 +313,30 @@ def run(args, ops, single, tessera, bench_bin, statements, url):
             rps = report["rps"]
             results.append({
                 "op": op, "clients": clients, "pgbench_tps": round(tps), "pgbench_latency_ms": pg_latency,
-                "pgbench_postgres_cpu_us_per_call": pg_us,
+                "pgbench_postgres_cpu_us_per_call": pg_us, "pgbench_cpu_us_per_call": pgbench_us,
                 "tessera_rps": round(rps), "ratio": round(rps / tps, 2) if tps else None,
                 "tessera_p50_us": report["latency_us"]["p50"], "tessera_p99_us": report["latency_us"]["p99"],
                 "errors": report["errors"], "outcomes": report["outcomes"],
                 "cpu_cores_server_bench_postgres": share,
-                # CPU per answered call, the figure that carries between machines.
+                # CPU per answered call, the figure that carries between machines;
+                # the load generator's own beside them, so that its share of
+                # the two cores is seen, not guessed.
                 "cpu_us_per_call_server_postgres": [round(share[0] * 1e6 / rps) if rps else None,
                                                     round(share[2] * 1e6 / rps) if rps else None],
+                "cpu_us_per_call_bench": round(share[1] * 1e6 / rps) if rps else None,
                 "server_peak_rss_mib": round((report["server_peak_rss_kib"] or 0) / 1024, 1),
             })
 
         print(f"\ngrants table: {rows} rows, {table_bytes / 2**20:.0f} MiB with indexes, "
               f"{table_bytes / rows:.0f} bytes per grant; {args.clients} clients, {args.duration} s each\n")
         print(f"{'op':<17} {'in flight':>9} {'pgbench tps':>11} {'tessera rps':>11} {'ratio':>6} {'p50 us':>7} "
-              f"{'p99 us':>7}  cores server/bench/pg  CPU us/call server/pg (pgbench's pg)")
+              f"{'p99 us':>7}  cores server/bench/pg  CPU us/call server/pg/bench (pgbench's pg/pgbench)")
         for r in results:
             s, b, p = r["cpu_cores_server_bench_postgres"]
             cs, cp = r["cpu_us_per_call_server_postgres"]
             print(f"{r['op']:<17} {r['clients']:>9} {r['pgbench_tps']:>11} {r['tessera_rps']:>11} {r['ratio']:>6} "
-                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p:<14} {cs}/{cp} "
-                  f"({r['pgbench_postgres_cpu_us_per_call']})"
+                  f"{r['tessera_p50_us']:>7} {r['tessera_p99_us']:>7}  {s}/{b}/{p:<14} {cs}/{cp}/{r['cpu_us_per_call_bench']} "
+                  f"({r['pgbench_postgres_cpu_us_per_call']}/{r['pgbench_cpu_us_per_call']})"
                   + (f"  errors {r['errors']}" if r["errors"] else ""))
             print(f"{'':<17} outcomes: {r['outcomes']}")
         print(f"server peak RSS {max(r['server_peak_rss_mib'] for r in results)} MiB")

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The failover soak: three Tessera replicas on a Patroni cluster of this
 # machine, claims racing through the client crate while the database's
-# primary is SIGKILLed and later switched over by plan; then every grant is
+# primary is SIGKILLed, later switched over by plan, and last cut off from
+# the others by a partition (network namespaces); then every grant is
 # read back (client/examples/failover_soak). Exits non-zero if an
 # acknowledged use or revocation was lost, a grant was used past its
 # maximum, or a claim, revoke or read failed for its caller.
 #
-#   bench/failover-soak.sh [--claims N] [--concurrency N] [--faults kill,switchover] [--keep]
+#   bench/failover-soak.sh [--claims N] [--concurrency N] [--faults kill,switchover,partition] [--keep]
 #
 # The cluster is started by deploy/patroni/cluster.sh (installing Patroni and
 # etcd from Debian's packages if missing) and removed at the end unless it
@@ -16,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 CLAIMS=100000
 CONCURRENCY=32
-FAULTS=kill,switchover
+FAULTS=kill,switchover,partition
 KEEP=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -72,7 +73,8 @@ for fault in "${wanted[@]}"; do
   case "$fault" in
     kill) faults+=(--fault "$CLUSTER kill-primary") ;;
     switchover) faults+=(--fault "$CLUSTER switchover") ;;
-    *) echo "--faults: kill or switchover, not $fault" >&2; exit 2 ;;
+    partition) faults+=(--fault "$CLUSTER partition") ;;
+    *) echo "--faults: kill, switchover or partition, not $fault" >&2; exit 2 ;;
   esac
 done
 

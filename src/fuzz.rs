@@ -145,9 +145,10 @@ proptest! {
         let values = [token.as_str(), subject.as_str(), claim_key.as_str()];
         let validate = pb::ValidateRequest {
             token: token.clone(), required_scopes: scopes.clone(), subject: subject.clone(), consistency,
+            at_least_as_fresh: claim_key.clone(),
         };
         if let Err(err) = convert::validate_check(validate) {
-            prop_assert!(names_a_field(&err, &["token", "required_scopes", "subject", "consistency"], &values), "{}", err);
+            prop_assert!(names_a_field(&err, &["token", "required_scopes", "subject", "consistency", "at_least_as_fresh"], &values), "{}", err);
         }
         let claim = pb::ClaimRequest {
             token: token.clone(), required_scopes: scopes, subject: subject.clone(), claim_key: claim_key.clone(),

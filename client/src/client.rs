@@ -25,8 +25,8 @@ use crate::{
         token_authority_client::TokenAuthorityClient,
     },
     requests::{
-        Claim, ClaimOutcome, Delegate, GrantPage, ListGrants, Mint, Minted, Revoke, Rotate,
-        Rotated, Validate, Validation,
+        Claim, ClaimOutcome, Delegate, GrantPage, ListGrants, Mint, Minted, Revision, Revoke,
+        Revoked, Rotate, Rotated, Validate, Validation,
     },
     retry::{self, Idempotence, RetryPolicy},
     secret::{ClientKey, Token},
@@ -125,6 +125,7 @@ impl Client {
             grant: answer
                 .grant
                 .ok_or(Error::Protocol("Mint without a grant"))?,
+            revision: Revision::from_wire(answer.revision),
         })
     }
 
@@ -164,6 +165,12 @@ impl Client {
     /// live grants were revoked. Retried (revoking twice revokes once): if
     /// a reply was lost, the count is the last attempt's, possibly 0.
     pub async fn revoke(&self, revoke: Revoke) -> Result<u64, Error> {
+        Ok(self.revoke_with_revision(revoke).await?.revoked)
+    }
+
+    /// [`Self::revoke`], with the revision a later BOUNDED Validate may
+    /// ask to reflect ([`Validate::at_least_as_fresh`]).
+    pub async fn revoke_with_revision(&self, revoke: Revoke) -> Result<Revoked, Error> {
         let answer = self
             .call(
                 Idempotence::Idempotent,
@@ -171,7 +178,10 @@ impl Client {
                 |mut raw, request| async move { raw.revoke(request).await },
             )
             .await?;
-        Ok(answer.revoked)
+        Ok(Revoked {
+            revoked: answer.revoked,
+            revision: Revision::from_wire(answer.revision),
+        })
     }
 
     /// One grant by its id ([`Error::NotFound`] if this client may not see it).
@@ -244,6 +254,7 @@ impl Client {
             grant: answer
                 .grant
                 .ok_or(Error::Protocol("Delegate without a grant"))?,
+            revision: None,
         })
     }
 

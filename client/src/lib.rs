@@ -118,7 +118,7 @@ pub use layer::{BearerAuth, BearerService};
 pub use pb::{Consistency, CredentialRef, Denial, Grant, RevokeReason};
 pub use requests::{
     Claim, ClaimOutcome, Claimed, Credential, Delegate, GrantPage, ListGrants, Mint, Minted,
-    Revoke, Rotate, Rotated, Validate, Validation,
+    Revision, Revoke, Revoked, Rotate, Rotated, Validate, Validation,
 };
 pub use retry::RetryPolicy;
 pub use secret::{SecretBytes, Token};

@@ -103,6 +103,35 @@ impl Mint {
 pub struct Minted {
     pub token: Token,
     pub grant: Grant,
+    /// Mint's: hand it to [`Validate::at_least_as_fresh`] for a BOUNDED
+    /// answer that knows this grant. `None` when every answer already
+    /// does (a server without read replicas, or on SQLite).
+    pub revision: Option<Revision>,
+}
+
+/// How far the database had got when a Mint or Revoke was acknowledged:
+/// opaque, to be handed back to [`Validate::at_least_as_fresh`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Revision(String);
+
+impl Revision {
+    /// From the wire, where empty means none.
+    pub(crate) fn from_wire(text: String) -> Option<Self> {
+        (!text.is_empty()).then_some(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A Revoke's outcome ([`crate::Client::revoke_with_revision`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// Live grants revoked (the last attempt's count if retried).
+    pub revoked: u64,
+    /// As [`Minted::revision`]: a BOUNDED Validate given it sees the revocation.
+    pub revision: Option<Revision>,
 }
 
 /// A Validate: checks a token, consuming nothing.
@@ -133,6 +162,16 @@ impl Validate {
     /// server's memory, at most `--cache-max-age` old.
     pub fn consistency(mut self, consistency: Consistency) -> Self {
         self.0.consistency = consistency.into();
+        self
+    }
+
+    /// A BOUNDED answer that reflects at least the Mint or Revoke that
+    /// returned `revision` (read-your-writes through read replicas): not
+    /// from the server's memory, and from a standby only once it has that
+    /// write. Sets BOUNDED (FULL always reflects every write).
+    pub fn at_least_as_fresh(mut self, revision: &Revision) -> Self {
+        self.0.consistency = Consistency::Bounded.into();
+        self.0.at_least_as_fresh = revision.0.clone();
         self
     }
 }

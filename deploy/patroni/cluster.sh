@@ -9,15 +9,19 @@
 #   deploy/patroni/cluster.sh kill-primary  SIGKILL the primary's Patroni and PostgreSQL (a lost machine)
 #   deploy/patroni/cluster.sh start NAME    start a stopped member again (it rejoins as a standby)
 #   deploy/patroni/cluster.sh switchover    a planned switchover to a synchronous standby
-#   deploy/patroni/cluster.sh heal          once another member leads, start the stopped ones; wait
+#   deploy/patroni/cluster.sh partition     cut the primary off from etcd, the members and Tessera
+#   deploy/patroni/cluster.sh heal          once another member leads, reconnect and start the others; wait
+#   deploy/patroni/cluster.sh read-url      the URL of the standbys (for --database-read-url)
 #   deploy/patroni/cluster.sh wait          wait until there is a primary and a streaming sync standby
 #   deploy/patroni/cluster.sh down          stop everything and remove the data
 #
-# Everything listens on 127.0.0.1 only (trust authentication: this is a test
-# cluster, never a production one). Ports, from TESSERA_HA_PORT (default
-# 5441): PostgreSQL PORT..PORT+N-1, Patroni's REST API PORT+100.., etcd
-# PORT+200 (client) and PORT+201 (peer). Members: TESSERA_HA_MEMBERS (3).
-# State lives in TESSERA_HA_DIR (/tmp/tessera-ha).
+# Run as root, each member lives in a network namespace of its own on a
+# private bridge (netns.sh); otherwise all share 127.0.0.1. Nothing listens
+# beyond this machine (trust authentication: this is a test cluster, never a
+# production one). Ports, from TESSERA_HA_PORT (default 5441): PostgreSQL
+# PORT..PORT+N-1, Patroni's REST API PORT+100.., etcd PORT+200 (client) and
+# PORT+201 (peer). Members: TESSERA_HA_MEMBERS (3). State lives in
+# TESSERA_HA_DIR (/tmp/tessera-ha).
 set -euo pipefail
 
 DIR="${TESSERA_HA_DIR:-/tmp/tessera-ha}"
@@ -35,6 +39,9 @@ RETRY_TIMEOUT="${TESSERA_HA_RETRY_TIMEOUT:-4}"
 
 say() { echo "cluster: $*" >&2; }
 
+# shellcheck source=deploy/patroni/netns.sh
+. "$(dirname "$0")/netns.sh"
+
 install_missing() {
   local need=()
   command -v patroni >/dev/null || need+=(patroni)
@@ -45,7 +52,7 @@ install_missing() {
   [ ${#need[@]} -eq 0 ] && return
   say "installing ${need[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=900 install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 }
 
 member_port() { echo $((BASE + $1 - 1)); }
@@ -53,9 +60,10 @@ rest_port() { echo $((BASE + 100 + $1 - 1)); }
 alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 write_config() {
-  local i=$1 name="pg$1" port rest
+  local i=$1 name="pg$1" port rest ip
   port=$(member_port "$i")
   rest=$(rest_port "$i")
+  ip=$(member_ip "$i")
   mkdir -p "$DIR/$name"
   cat >"$DIR/$name/patroni.yml" <<YML
 scope: tessera
@@ -64,10 +72,10 @@ name: $name
 log:
   level: WARNING
 restapi:
-  listen: 127.0.0.1:$rest
-  connect_address: 127.0.0.1:$rest
+  listen: $ip:$rest
+  connect_address: $ip:$rest
 etcd3:
-  hosts: 127.0.0.1:$ETCD_PORT
+  hosts: $(host_ip):$ETCD_PORT
 bootstrap:
   dcs:
     ttl: $TTL
@@ -91,11 +99,11 @@ bootstrap:
     - data-checksums
   pg_hba:
     - local all all trust
-    - host replication replicator 127.0.0.1/32 trust
-    - host all all 127.0.0.1/32 trust
+    - host replication replicator $(member_net) trust
+    - host all all $(member_net) trust
 postgresql:
-  listen: 127.0.0.1:$port
-  connect_address: 127.0.0.1:$port
+  listen: $ip:$port
+  connect_address: $ip:$port
   data_dir: $DIR/$name/data
   bin_dir: $BIN
   pgpass: $DIR/$name/pgpass
@@ -113,19 +121,23 @@ YML
 start_member() {
   local name=$1
   alive "$DIR/$name/patroni.pid" && return
-  # setpriv execs (no parent left behind), so the pid file names Patroni itself.
-  HOME="$DIR/$name" setsid setpriv --reuid=postgres --regid=postgres --init-groups \
+  # ip, setsid and setpriv exec (no parent left behind), so the pid file
+  # names Patroni itself.
+  HOME="$DIR/$name" in_member_ns "${name#pg}" setsid setpriv --reuid=postgres --regid=postgres --init-groups \
     patroni "$DIR/$name/patroni.yml" >>"$DIR/$name/patroni.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DIR/$name/patroni.pid"
 }
 
 ctl() { patronictl -c "$DIR/pg1/patroni.yml" "$@"; }
 
-# The members' state as "name role state lag" lines, from Patroni's REST API.
+# The cluster's state as JSON, from the first member's Patroni REST API
+# that answers (soon: one cut off must not hold the others up).
 members() {
-  curl -fsS "http://127.0.0.1:$(rest_port 1)/cluster" 2>/dev/null ||
-    curl -fsS "http://127.0.0.1:$(rest_port 2)/cluster" 2>/dev/null ||
-    curl -fsS "http://127.0.0.1:$(rest_port 3)/cluster" 2>/dev/null
+  local i
+  for i in $(seq "$MEMBERS"); do
+    curl -fsS --connect-timeout 1 --max-time 2 "http://$(member_ip "$i"):$(rest_port "$i")/cluster" 2>/dev/null && return
+  done
+  return 1
 }
 
 primary() {
@@ -152,17 +164,20 @@ wait_ready() {
 
 url() {
   local hosts=() i
-  for i in $(seq "$MEMBERS"); do hosts+=("127.0.0.1:$(member_port "$i")"); done
+  for i in $(seq "$MEMBERS"); do hosts+=("$(member_ip "$i"):$(member_port "$i")"); done
   local IFS=,
-  echo "postgres://postgres@${hosts[*]}/tessera?target_session_attrs=read-write"
+  echo "postgres://postgres@${hosts[*]}/tessera?target_session_attrs=${1:-read-write}"
 }
 
 up() {
   install_missing
   mkdir -p "$DIR"
+  net_up
   if ! alive "$DIR/etcd.pid"; then
+    local clients="http://127.0.0.1:$ETCD_PORT"
+    [ "$(host_ip)" = 127.0.0.1 ] || clients+=",http://$(host_ip):$ETCD_PORT"
     setsid etcd --name tessera-ha --data-dir "$DIR/etcd" \
-      --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+      --listen-client-urls "$clients" --advertise-client-urls "http://$(host_ip):$ETCD_PORT" \
       --listen-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
       --initial-advertise-peer-urls "http://127.0.0.1:$((ETCD_PORT + 1))" \
       --initial-cluster "tessera-ha=http://127.0.0.1:$((ETCD_PORT + 1))" \
@@ -183,10 +198,10 @@ up() {
   for _ in $(seq 240); do [ -n "$(primary)" ] && break; sleep 0.5; done
   for i in $(seq 2 "$MEMBERS"); do start_member "pg$i"; done
   wait_ready 180
-  local port
-  port=$(member_port "$(primary | tr -dc 0-9)")
-  psql -h 127.0.0.1 -p "$port" -U postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tessera'" |
-    grep -q 1 || psql -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE tessera"
+  local at
+  at=$(primary | tr -dc 0-9)
+  psql -h "$(member_ip "$at")" -p "$(member_port "$at")" -U postgres -Atqc "SELECT 1 FROM pg_database WHERE datname = 'tessera'" |
+    grep -q 1 || psql -h "$(member_ip "$at")" -p "$(member_port "$at")" -U postgres -qc "CREATE DATABASE tessera"
   say "up: $(url)"
 }
 
@@ -212,6 +227,7 @@ down() {
     [ -n "$pm" ] && kill -9 "$pm" 2>/dev/null || true
   done
   stop_pid "$DIR/etcd.pid"
+  net_down
   rm -rf "$DIR" "$DIR.lock"
   say "down"
 }
@@ -241,15 +257,18 @@ for m in json.load(sys.stdin)["members"]:
   echo "$leader -> $candidate"
 }
 
-# A member killed while it led must not come back before another leads: its
-# Patroni would find its own leader key, still live, and lead again.
+# A member killed (or cut off) while it led must not come back before
+# another leads: its Patroni would find its own leader key, still live, and
+# lead again.
 heal() {
   local leader i
   for _ in $(seq 240); do
     leader=$(primary)
-    [ -n "$leader" ] && alive "$DIR/$leader/patroni.pid" && break
+    [ -n "$leader" ] && alive "$DIR/$leader/patroni.pid" &&
+      [ "$leader" != "$(cat "$DIR/cut" 2>/dev/null)" ] && break
     sleep 0.25
   done
+  net_heal
   for i in $(seq "$MEMBERS"); do start_member "pg$i"; done
   wait_ready 120
   echo "primary $(primary)"
@@ -274,6 +293,8 @@ case "${1:-}" in
   kill-primary) kill_primary ;;
   start) start_member "${2:?member name, e.g. pg1}" ;;
   switchover) switchover ;;
+  partition) partition ;;
   heal) heal ;;
-  *) sed -n '2,21p' "$0" >&2; exit 2 ;;
+  read-url) url prefer-standby ;;
+  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
 esac

@@ -27,6 +27,10 @@ impl Backend {
         if is_postgres(url) {
             Ok(Self::Postgres(PgStore::connect_lazy(db)?))
         } else if url.starts_with("sqlite:") {
+            anyhow::ensure!(
+                db.read_url.is_none(),
+                "--database-read-url: SQLite has no standbys; it needs a postgres:// --database-url"
+            );
             Ok(Self::Sqlite(SqliteStore::connect_lazy(db)?))
         } else {
             anyhow::bail!("--database-url must start with postgres://, postgresql:// or sqlite:")

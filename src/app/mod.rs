@@ -28,7 +28,7 @@ use crate::{
     authority::{Authority, Policy},
     cache::{Cached, GrantCache},
     clients::{Clients, Directory},
-    config::{Config, Limits},
+    config::{Config, DatabaseConfig, Limits},
     credentials::{Credentials, Keyring},
     door::{Admission, Door},
     grpc, http,
@@ -73,7 +73,12 @@ impl App {
             Some(path) => Some(Arc::new(Keyring::load(path)?)),
             None => None,
         };
-        let backend = Backend::connect(&config.database).await?;
+        // Standbys may lag the primary by what BOUNDED answers may.
+        let database = DatabaseConfig {
+            read_max_lag: config.cache_max_age,
+            ..config.database.clone()
+        };
+        let backend = Backend::connect(&database).await?;
         if config.no_migrate {
             backend.ensure_migrated().await?;
         } else {

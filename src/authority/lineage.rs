@@ -112,6 +112,7 @@ impl<S: Store> Authority<S> {
             required_scopes: Vec::new(),
             subject: None,
             bounded: false,
+            at_least: None,
             claim_key: None,
         };
         let found = match self.examine(caller, &check).await? {

@@ -18,7 +18,7 @@ use std::{
 };
 
 use sha2::{Digest, Sha256};
-use tracing::debug;
+use tracing::{debug, warn};
 
 mod lineage;
 mod narrow;
@@ -42,7 +42,7 @@ use crate::{
     metrics::Metrics,
     rules::{self, Hidden, Presented, Refusal},
     seal,
-    store::{Keyed, Lookup, NewGrant, Prior, Store},
+    store::{Keyed, Lookup, NewGrant, Prior, Revision, Store},
     token::{GrantId, Token},
     usage::Usage,
 };
@@ -112,7 +112,13 @@ impl<S: Store> Authority<S> {
         }
     }
 
-    pub async fn mint(&self, caller: &Caller, spec: MintSpec) -> Result<(Token, Grant)> {
+    /// The token, its grant, and the revision a Validate may ask to be at
+    /// least as fresh as.
+    pub async fn mint(
+        &self,
+        caller: &Caller,
+        spec: MintSpec,
+    ) -> Result<(Token, Grant, Option<Revision>)> {
         let ttl = match spec.ttl {
             None => self.policy.default_ttl,
             Some(ttl) if ttl > self.policy.max_ttl => {
@@ -159,7 +165,22 @@ impl<S: Store> Authority<S> {
             ttl,
         }
         .write();
-        Ok((token, grant))
+        Ok((token, grant, self.revision().await))
+    }
+
+    /// How far the writes acknowledged so far reach (see
+    /// [`crate::store::Revision`]), read after a write. `None` if the store
+    /// has none, or it could not be read: the write stands, and its caller
+    /// is not told it failed (a Validate without a revision is then
+    /// answered as usual).
+    async fn revision(&self) -> Option<Revision> {
+        match self.store.revision().await {
+            Ok(revision) => revision,
+            Err(err) => {
+                warn!(error = %err, "the revision after a write could not be read");
+                None
+            }
+        }
     }
 
     /// Finds the token's grant and applies the rules to it. Reads only:
@@ -181,7 +202,11 @@ impl<S: Store> Authority<S> {
             .map(|key| <[u8; 32]>::from(Sha256::digest(key.as_bytes())));
         let found = match &key {
             Some(key) => self.store.find_keyed(&hash, &caller.id, key).await?,
-            None if check.bounded => self.store.find_recent(&hash).await?.map(|l| (l, None)),
+            None if check.bounded => match &check.at_least {
+                Some(revision) => self.store.find_at(&hash, revision).await?,
+                None => self.store.find_recent(&hash).await?,
+            }
+            .map(|l| (l, None)),
             None => self.store.find(&hash).await?.map(|l| (l, None)),
         };
         let Some((lookup, prior)) = found else {

@@ -7,7 +7,7 @@ use crate::{
     clients::Caller,
     grant::{Grant, RevokeReason},
     input::{self, InvalidInput},
-    store::{ListQuery, RevokeTarget, Revoked, Store},
+    store::{ListQuery, Revision, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 
@@ -17,7 +17,7 @@ impl<S: Store> Authority<S> {
         caller: &Caller,
         target: Target,
         reason: RevokeReason,
-    ) -> Result<u64> {
+    ) -> Result<(u64, Option<Revision>)> {
         let scope = caller.issuer_scope();
         let target = match target {
             Target::Token(token) => RevokeTarget::Token(token.hash()),
@@ -33,13 +33,13 @@ impl<S: Store> Authority<S> {
                 return Err(Error::NotFound);
             }
         }
-        Ok(revoked)
+        Ok((revoked, self.revision().await))
     }
 
     pub async fn get(&self, caller: &Caller, grant_id: String) -> Result<Grant> {
         let id = self::grant_id(grant_id, "grant_id")?;
         self.store
-            .get(&id, caller.issuer_scope())
+            .get_recent(&id, caller.issuer_scope())
             .await?
             .ok_or(Error::NotFound)
     }
@@ -67,7 +67,7 @@ impl<S: Store> Authority<S> {
         let after = page_token.map(|t| grant_id(t, "page_token")).transpose()?;
         let mut page = self
             .store
-            .list(&ListQuery {
+            .list_recent(&ListQuery {
                 subject,
                 run_id,
                 issued_by: caller.issuer_scope().map(str::to_owned),

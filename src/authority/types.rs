@@ -9,7 +9,7 @@ use crate::{
     input::InvalidInput,
     rules::Denial,
     seal::Unsealable,
-    store::StoreError,
+    store::{Revision, StoreError},
     token::Token,
 };
 
@@ -48,6 +48,9 @@ pub struct Check {
     pub subject: Option<String>,
     /// May be answered from this replica's cache (BOUNDED Validate).
     pub bounded: bool,
+    /// A BOUNDED Validate's answer must reflect at least the writes up to
+    /// this revision (from a Mint or Revoke): the cache is skipped.
+    pub at_least: Option<Revision>,
     /// Claim's idempotency key, if any.
     pub claim_key: Option<String>,
 }
@@ -66,6 +69,7 @@ impl Check {
             required_scopes: crate::input::scopes("required_scopes", required_scopes)?,
             subject: crate::input::optional_id("subject", subject)?,
             bounded,
+            at_least: None,
             claim_key: None,
         })
     }
@@ -78,6 +82,7 @@ impl std::fmt::Debug for Check {
             .field("required_scopes", &self.required_scopes)
             .field("subject", &self.subject)
             .field("bounded", &self.bounded)
+            .field("at_least", &self.at_least)
             .field("claim_key", &self.claim_key.as_ref().map(|_| "<set>"))
             .finish()
     }

@@ -15,7 +15,7 @@ use crate::{
     metrics::PoolProbe,
     store::{
         Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result,
-        RevokeTarget, Revoked, Rotated, Rotation, Store,
+        Revision, RevokeTarget, Revoked, Rotated, Rotation, Store,
     },
     token::TokenHash,
 };
@@ -54,24 +54,47 @@ impl<S: Store> Store for Cached<S> {
     }
 
     /// From memory when the cache has the answer (a grant, or that there is
-    /// none); else from the database, keeping what it said unless the
-    /// grant changed meanwhile.
+    /// none); else from the database (a standby within the bound, if
+    /// there are some), keeping what it said unless the grant changed
+    /// meanwhile, for what is left of the bound.
     async fn find_recent(&self, hash: &TokenHash) -> Result<Option<Lookup>> {
         let Some(cache) = &self.cache else {
-            return self.inner.find(hash).await;
+            return Ok(self.inner.find_replica(hash).await?.0);
         };
         let ticket = match cache.get(hash) {
             Ok(answer) => return Ok(answer),
             Err(ticket) => ticket,
         };
-        let found = self.inner.find(hash).await;
+        let found = self.inner.find_replica(hash).await;
         if let Some(ticket) = ticket {
             match &found {
-                Ok(found) => cache.fill(*hash, found.as_ref(), ticket),
+                Ok((found, age)) => cache.fill_aged(*hash, found.as_ref(), ticket, *age),
                 Err(_) => cache.abandon(hash, ticket),
             }
         }
-        found
+        Ok(found?.0)
+    }
+
+    async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
+        self.inner.find_replica(hash).await
+    }
+
+    /// Never from memory: the cache cannot tell how fresh its entries are
+    /// against a revision.
+    async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Result<Option<Lookup>> {
+        self.inner.find_at(hash, revision).await
+    }
+
+    async fn revision(&self) -> Result<Option<Revision>> {
+        self.inner.revision().await
+    }
+
+    async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
+        self.inner.get_recent(grant_id, issued_by).await
+    }
+
+    async fn list_recent(&self, query: &ListQuery) -> Result<ListPage> {
+        self.inner.list_recent(query).await
     }
 
     async fn find_keyed(

@@ -165,11 +165,27 @@ impl GrantCache {
     /// Keeps what the fetch holding `ticket` read (`None`: no such grant),
     /// unless the grant was invalidated since.
     pub fn fill(&self, hash: TokenHash, lookup: Option<&Lookup>, ticket: Ticket) {
+        self.fill_aged(hash, lookup, ticket, Duration::ZERO);
+    }
+
+    /// [`Self::fill`] with an answer that may already be `age` old (a
+    /// standby's): it is kept for only what is left of `max_age`, so that
+    /// an answer from memory is never older than that in all.
+    pub fn fill_aged(
+        &self,
+        hash: TokenHash,
+        lookup: Option<&Lookup>,
+        ticket: Ticket,
+        age: Duration,
+    ) {
         let mut state = self.state();
         if state.pending.get(&hash) != Some(&ticket.0) {
             return;
         }
         state.forget(&hash);
+        let Some(fetched) = Instant::now().checked_sub(age) else {
+            return;
+        };
         match lookup {
             Some(lookup) => {
                 if let Some(dropped) = make_room(&mut state.ready, self.capacity) {
@@ -178,14 +194,14 @@ impl GrantCache {
                 let entry = Entry {
                     grant: lookup.grant.clone(),
                     db_now: lookup.now,
-                    fetched: Instant::now(),
+                    fetched,
                 };
                 state.ids.insert(entry.grant.grant_id.clone(), hash);
                 state.ready.insert(hash, entry);
             }
             None => {
                 make_room(&mut state.absent, self.absent_capacity);
-                state.absent.insert(hash, Instant::now());
+                state.absent.insert(hash, fetched);
             }
         }
     }

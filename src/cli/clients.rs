@@ -24,7 +24,10 @@ use tessera::{
     token::ClientKey,
 };
 
-use super::{ops::entry, table};
+use super::{
+    ops::{canonical_resource, entry},
+    table,
+};
 
 #[derive(Subcommand)]
 pub enum Clients {
@@ -36,6 +39,11 @@ pub enum Clients {
         /// Roles to grant.
         #[arg(required = true, value_enum)]
         roles: Vec<Role>,
+        /// The resource URI (RFC 8707) this client serves, for a resource
+        /// server such as an MCP server: tokens minted for that resource
+        /// name it in their audience.
+        #[arg(long)]
+        resource: Option<String>,
         #[command(flatten)]
         file: FileArg,
     },
@@ -74,6 +82,7 @@ struct Entry {
     id: String,
     #[serde(default)]
     roles: Vec<String>,
+    resource: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -85,8 +94,14 @@ struct Whole {
 impl Clients {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
-            Self::Add { id, roles, file } => {
+            Self::Add {
+                id,
+                roles,
+                resource,
+                file,
+            } => {
                 tessera::input::required_id("id", id.clone())?;
+                let resource = canonical_resource(resource.as_deref())?;
                 let key = ClientKey::generate();
                 edit(&file.path, true, |text| {
                     if blocks(text)?.iter().any(|(block_id, _)| *block_id == id) {
@@ -96,7 +111,7 @@ impl Clients {
                     if !text.is_empty() && !text.ends_with("\n\n") {
                         text.push_str(if text.ends_with('\n') { "\n" } else { "\n\n" });
                     }
-                    text.push_str(&entry(&id, &key.sha256_hex(), &roles));
+                    text.push_str(&entry(&id, &key.sha256_hex(), &roles, resource.as_deref()));
                     Ok(text)
                 })?;
                 print_key(&file, &key, &format!("added {id:?} to"));
@@ -110,16 +125,19 @@ impl Clients {
                     let list: Vec<_> = whole
                         .clients
                         .iter()
-                        .map(|c| json!({ "id": c.id, "roles": c.roles }))
+                        .map(|c| json!({ "id": c.id, "roles": c.roles, "resource": c.resource }))
                         .collect();
                     println!("{}", json!({ "clients": list }));
                 } else {
                     let rows: Vec<Vec<String>> = whole
                         .clients
                         .iter()
-                        .map(|c| vec![c.id.clone(), c.roles.join(" ")])
+                        .map(|c| {
+                            let resource = c.resource.clone().unwrap_or_else(|| "-".into());
+                            vec![c.id.clone(), c.roles.join(" "), resource]
+                        })
                         .collect();
-                    print!("{}", table::columns(&["ID", "ROLES"], &rows));
+                    print!("{}", table::columns(&["ID", "ROLES", "RESOURCE"], &rows));
                 }
             }
             Self::Remove { id, file } => {

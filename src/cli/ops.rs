@@ -108,31 +108,40 @@ async fn rekey_on<S: CredentialStore>(
 
 pub fn client_key(id: &str, roles: &[Role], resource: Option<&str>) -> anyhow::Result<ExitCode> {
     tessera::input::required_id("id", id.to_owned())?;
-    let resource = resource
-        .map(tessera::resource::canonical)
-        .transpose()
-        .map_err(|why| anyhow::anyhow!("--resource: {why}"))?;
+    let resource = canonical_resource(resource)?;
     let key = ClientKey::generate();
     // The key goes to the terminal only; stdout is the entry to append to
     // the clients file, which must never hold a key.
     eprintln!("client key for {id} (shown once, give it to the client):");
     eprintln!("{}", key.expose());
-    print!("{}", entry(id, &key.sha256_hex(), roles));
-    if let Some(uri) = resource {
-        println!("resource = {uri:?}");
-    }
+    print!(
+        "{}",
+        entry(id, &key.sha256_hex(), roles, resource.as_deref())
+    );
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--resource` in its canonical form (RFC 8707), as the server compares it.
+pub fn canonical_resource(resource: Option<&str>) -> anyhow::Result<Option<String>> {
+    resource
+        .map(tessera::resource::canonical)
+        .transpose()
+        .map_err(|why| anyhow::anyhow!("--resource: {why}"))
+}
+
 /// A clients-file entry, as TOML.
-pub fn entry(id: &str, key_sha256: &str, roles: &[Role]) -> String {
+pub fn entry(id: &str, key_sha256: &str, roles: &[Role], resource: Option<&str>) -> String {
     let roles: Vec<String> = roles.iter().map(|r| format!("\"{}\"", r.name())).collect();
     // Debug quoting escapes `"` and `\` as TOML expects (control characters
-    // are refused by `required_id`).
-    format!(
+    // are refused by `required_id`; a canonical resource URI has none).
+    let mut text = format!(
         "[[clients]]\nid = {id:?}\nkey_sha256 = \"{key_sha256}\"\nroles = [{}]\n",
         roles.join(", ")
-    )
+    );
+    if let Some(uri) = resource {
+        text.push_str(&format!("resource = {uri:?}\n"));
+    }
+    text
 }
 
 pub async fn health(addr: &str, service: String, tls: &ClientTls) -> anyhow::Result<ExitCode> {

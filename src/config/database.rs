@@ -26,6 +26,21 @@ pub struct DatabaseConfig {
     )]
     pub url: String,
 
+    /// PostgreSQL standbys for reads that may lag a little: BOUNDED
+    /// Validate and operators' Get and List, so that checks scale with
+    /// standbys. Same syntax as --database-url, e.g.
+    /// `postgres://h2:5432,h3:5432/db?target_session_attrs=prefer-standby`.
+    /// A member is used only while it is a standby that has replayed what
+    /// the primary had at most --cache-max-age ago; otherwise the primary
+    /// answers. FULL Validate, claims and writes always go to the primary.
+    #[arg(long = "database-read-url", env = "TESSERA_DATABASE_READ_URL")]
+    pub read_url: Option<String>,
+
+    /// How far behind the primary a standby may be and still answer
+    /// (`--cache-max-age`, the bound BOUNDED answers keep).
+    #[arg(skip = Duration::from_secs(2))]
+    pub read_max_lag: Duration,
+
     /// Most database connections this process holds.
     #[arg(
         long = "db-max-connections",
@@ -64,6 +79,8 @@ impl DatabaseUrl {
     pub fn config(&self) -> DatabaseConfig {
         DatabaseConfig {
             url: self.url.clone(),
+            read_url: None,
+            read_max_lag: Duration::ZERO,
             max_connections: 2,
             acquire_timeout: Duration::from_secs(10),
             statement_timeout: Duration::ZERO,
@@ -75,6 +92,8 @@ impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("url", &redact_url(&self.url))
+            .field("read_url", &self.read_url.as_deref().map(redact_url))
+            .field("read_max_lag", &self.read_max_lag)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
             .field("statement_timeout", &self.statement_timeout)

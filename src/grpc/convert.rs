@@ -10,6 +10,7 @@ use crate::{
     grant::{CredentialRef, Grant, Micros, RevokeReason},
     input::{self, InvalidInput},
     pb,
+    store::Revision,
     token::Token,
 };
 
@@ -99,7 +100,25 @@ pub fn validate_check(req: pb::ValidateRequest) -> input::Result<Check> {
             return Err(InvalidInput::new("consistency", "must be FULL or BOUNDED"));
         }
     };
-    Check::new(req.token, req.required_scopes, req.subject, bounded)
+    let at_least = match req.at_least_as_fresh.as_str() {
+        "" => None,
+        revision => Some(
+            revision
+                .parse()
+                .map_err(|why| InvalidInput::new("at_least_as_fresh", why))?,
+        ),
+    };
+    Ok(Check {
+        at_least,
+        ..Check::new(req.token, req.required_scopes, req.subject, bounded)?
+    })
+}
+
+/// A revision on the wire: empty when there is none.
+pub fn revision(revision: Option<Revision>) -> String {
+    revision
+        .map(|revision| revision.to_string())
+        .unwrap_or_default()
 }
 
 /// Claim always asks the database: its compare-and-set is the point.

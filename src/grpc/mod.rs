@@ -58,10 +58,11 @@ impl<S: Store> TokenAuthority for Service<S> {
     ) -> Result<Response<pb::MintResponse>, Status> {
         let caller = caller(&request)?;
         let spec = convert::mint_spec(request.into_inner())?;
-        let (token, grant) = self.authority.mint(&caller, spec).await?;
+        let (token, grant, revision) = self.authority.mint(&caller, spec).await?;
         Ok(Response::new(pb::MintResponse {
             token: token.into_plaintext(),
             grant: Some(grant.into()),
+            revision: convert::revision(revision),
         }))
     }
 
@@ -91,8 +92,11 @@ impl<S: Store> TokenAuthority for Service<S> {
     ) -> Result<Response<pb::RevokeResponse>, Status> {
         let caller = caller(&request)?;
         let (target, reason) = convert::revoke_target(request.into_inner())?;
-        let revoked = self.authority.revoke(&caller, target, reason).await?;
-        Ok(Response::new(pb::RevokeResponse { revoked }))
+        let (revoked, revision) = self.authority.revoke(&caller, target, reason).await?;
+        Ok(Response::new(pb::RevokeResponse {
+            revoked,
+            revision: convert::revision(revision),
+        }))
     }
 
     async fn rotate(

@@ -177,7 +177,8 @@ mod tests {
                 "{:?}",
                 pb::MintResponse {
                     token: token.clone(),
-                    grant: None
+                    grant: None,
+                    revision: String::new(),
                 }
             ),
             format!(
@@ -234,7 +235,7 @@ mod tests {
                 "{:?}",
                 pb::DelegateResponse {
                     token: token.clone(),
-                    grant: None
+                    grant: None,
                 }
             ),
         ];

@@ -25,6 +25,7 @@ mod grants;
 mod lineage;
 mod plain;
 pub mod postgres;
+mod revision;
 pub mod sqlite;
 pub mod statements;
 mod types;
@@ -33,6 +34,7 @@ pub use credentials::CredentialStore;
 pub use dialect::Dialect;
 pub use grants::Sql;
 pub use postgres::PgStore;
+pub use revision::Revision;
 pub use sqlite::SqliteStore;
 pub use types::{
     Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, RevokeTarget,
@@ -119,6 +121,49 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// [`crate::cache::Cached`] answers from memory when it can.
     fn find_recent(&self, hash: &TokenHash) -> impl Future<Output = Result<Option<Lookup>>> + Send {
         self.find(hash)
+    }
+
+    /// [`Self::find`] from a standby within `--cache-max-age` of the
+    /// primary when there is one (`--database-read-url`), with how stale
+    /// its answer may be; else from the primary, stale by nothing.
+    fn find_replica(
+        &self,
+        hash: &TokenHash,
+    ) -> impl Future<Output = Result<(Option<Lookup>, Duration)>> + Send {
+        async { Ok((self.find(hash).await?, Duration::ZERO)) }
+    }
+
+    /// [`Self::find`], answered by a state at least as fresh as `revision`:
+    /// a standby that has replayed past it, else the primary.
+    fn find_at(
+        &self,
+        hash: &TokenHash,
+        revision: &Revision,
+    ) -> impl Future<Output = Result<Option<Lookup>>> + Send {
+        let _ = revision;
+        self.find(hash)
+    }
+
+    /// How far the writes acknowledged so far reach, for a later read to
+    /// ask for ([`Self::find_at`]); `None` where every read is at least
+    /// that fresh anyway (SQLite; PostgreSQL without read replicas).
+    fn revision(&self) -> impl Future<Output = Result<Option<Revision>>> + Send {
+        async { Ok(None) }
+    }
+
+    /// [`Self::get`] for an operator, who may be answered by a standby
+    /// within `--cache-max-age` of the primary.
+    fn get_recent(
+        &self,
+        grant_id: &str,
+        issued_by: Option<&str>,
+    ) -> impl Future<Output = Result<Option<Grant>>> + Send {
+        self.get(grant_id, issued_by)
+    }
+
+    /// [`Self::list`] for an operator, as [`Self::get_recent`].
+    fn list_recent(&self, query: &ListQuery) -> impl Future<Output = Result<ListPage>> + Send {
+        self.list(query)
     }
 
     /// Finds a grant by token hash, whatever its state, and the claim

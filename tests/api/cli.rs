@@ -75,6 +75,36 @@ async fn admin_commands_manage_grants_and_clients_end_to_end() {
     assert!(!text.contains(&admin[4..]), "the file never holds a key");
     let again = tessera(&["clients", "add", "ops", "mint", "--file", file], &[]);
     assert!(failed(&again).contains("listed already"));
+    // A resource server is added with its resource URI, canonical; a bad
+    // URI is refused naming the flag, and the file keeps its bytes.
+    let before = std::fs::read_to_string(file).unwrap();
+    let bad = tessera(
+        &[
+            "clients",
+            "add",
+            "mcp",
+            "validate",
+            "--resource",
+            "ftp://x/",
+            "--file",
+            file,
+        ],
+        &[],
+    );
+    assert!(failed(&bad).contains("--resource"));
+    assert_eq!(std::fs::read_to_string(file).unwrap(), before);
+    let mcp = ["clients", "add", "mcp", "validate", "claim", "--resource"];
+    ok(&tessera(
+        &[&mcp[..], &["HTTPS://MCP.Example:443/mcp", "--file", file]].concat(),
+        &[],
+    ));
+    let listed = json(&ok(&tessera(
+        &["clients", "list", "--json", "--file", file],
+        &[],
+    )));
+    assert_eq!(listed["clients"][2]["resource"], "https://mcp.example/mcp");
+    assert_eq!(listed["clients"][0]["resource"], Value::Null);
+    ok(&tessera(&["clients", "remove", "mcp", "--file", file], &[]));
 
     let db = format!("sqlite://{}", dir.path().join("t.db").display());
     let server = Process::spawn(&db, file.as_ref(), "info").await;

@@ -141,6 +141,8 @@ async fn hidden_refusals_run_the_same_statements(backend: Backend) {
     let db = TestDb::new(backend).await;
     let config = DatabaseConfig {
         url: db.url().to_owned(),
+        read_url: None,
+        read_max_lag: Duration::ZERO,
         max_connections: 4,
         acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
@@ -179,18 +181,18 @@ async fn run<S: Store + Clone>(store: S) {
         revoke_run_on_replay: false,
         payload_credential: None,
     };
-    let (revoked, revoked_grant) = authority.mint(&minter, mint(0)).await.unwrap();
+    let (revoked, revoked_grant, _) = authority.mint(&minter, mint(0)).await.unwrap();
     let target = tessera::authority::Target::Token(revoked.clone());
     authority
         .revoke(&minter, target, RevokeReason::Manual)
         .await
         .unwrap();
-    let (used, used_grant) = authority.mint(&minter, mint(1)).await.unwrap();
+    let (used, used_grant, _) = authority.mint(&minter, mint(1)).await.unwrap();
     assert!(matches!(
         authority.claim(&proxy, check(&used, None)).await.unwrap(),
         Claimed::Claimed { .. }
     ));
-    let (live, _) = authority.mint(&minter, mint(0)).await.unwrap();
+    let (live, _, _) = authority.mint(&minter, mint(0)).await.unwrap();
 
     let cases: [(&str, &Caller, Token, Option<&str>); 5] = [
         ("never minted", &proxy, Token::generate(), None),
@@ -274,7 +276,7 @@ async fn run<S: Store + Clone>(store: S) {
     assert_eq!(counted, both(2), "bounded replays counted");
 
     // The success paths.
-    let (token, _) = authority.mint(&minter, mint(2)).await.unwrap();
+    let (token, _, _) = authority.mint(&minter, mint(2)).await.unwrap();
     assert_eq!(store.take(), ["insert"], "mint");
     let valid = authority.validate(&proxy, check(&token, None)).await;
     assert!(matches!(valid.unwrap(), Validated::Valid(_)));
@@ -306,7 +308,7 @@ async fn run<S: Store + Clone>(store: S) {
 
     // A replay that trips its run's revocation answers after one lookup;
     // the revocation follows on a task of its own.
-    let (tripwire, tripwire_grant) = authority
+    let (tripwire, tripwire_grant, _) = authority
         .mint(
             &minter,
             MintSpec {
@@ -346,6 +348,7 @@ fn check(token: &Token, subject: Option<&str>) -> Check {
         required_scopes: vec![],
         subject: subject.map(str::to_owned),
         bounded: false,
+        at_least: None,
         claim_key: None,
     }
 }

@@ -286,7 +286,8 @@ async fn debug_never_prints_a_token_a_key_or_a_payload() {
             "{:?}",
             pb::MintResponse {
                 token: minted.token.expose().to_owned(),
-                grant: None
+                grant: None,
+                revision: String::new(),
             }
         ),
     ];

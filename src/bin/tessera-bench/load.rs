@@ -27,6 +27,8 @@ pub enum Op {
     Validate,
     Claim,
     Mint,
+    /// RFC 7662 introspection over HTTP (`--http`), instead of Validate.
+    Introspect,
     /// 70% validate, 20% claim, 8% mint, 2% revoke.
     Mixed,
     /// How long a revoke on `--target` takes to show in BOUNDED Validates
@@ -77,6 +79,10 @@ pub struct BenchArgs {
     /// Consistency of the Validate calls.
     #[arg(long, value_enum, default_value = "full")]
     pub consistency: Consistency,
+    /// HTTP version of `--op introspect`: 1.1 (a connection per task,
+    /// kept alive) or 2 (tasks share `--connections`).
+    #[arg(long, value_enum, default_value = "1.1")]
+    pub http: crate::http::Version,
     /// A second server on the same database (for `--op propagation`).
     #[arg(long)]
     pub replica: Option<SocketAddr>,
@@ -119,6 +125,9 @@ struct Tally {
 pub(crate) struct Caller {
     client: TokenAuthorityClient<Channel>,
     auth: Option<MetadataValue<tonic::metadata::Ascii>>,
+    /// This task's HTTP connection, for `--op introspect`.
+    http: Option<crate::http::Sender>,
+    target: SocketAddr,
     consistency: pb::Consistency,
     max_uses: u32,
     claim_key: bool,
@@ -200,6 +209,11 @@ impl Caller {
                     }
                 })
             }
+            Op::Introspect => {
+                let (http, auth) = (self.http.as_ref().expect("connected"), self.auth.as_ref());
+                let auth = auth.and_then(|a| a.to_str().ok());
+                return crate::http::introspect(http, self.target, auth, &token).await;
+            }
             Op::Mint => self.mint(i).await.map(|t| {
                 minted.push(t);
                 "minted".to_owned()
@@ -265,6 +279,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
                 client: TokenAuthorityClient::new(channel)
                     .max_decoding_message_size(tessera::input::MAX_MESSAGE),
                 auth,
+                http: None,
+                target,
                 consistency,
                 max_uses,
                 claim_key,
@@ -298,6 +314,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         tokens
     });
 
+    let mut https = Vec::new();
+    if args.op == Op::Introspect {
+        let count = match args.http {
+            crate::http::Version::Http1 => args.concurrency,
+            crate::http::Version::Http2 => args.connections,
+        };
+        for _ in 0..count {
+            https.push(crate::http::connect(args.target, args.http).await?);
+        }
+    }
     let start = Instant::now();
     let unix_ms = |at: Instant| {
         let now = std::time::SystemTime::now()
@@ -312,6 +338,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|t| {
             let mut caller = callers[t % callers.len()].clone();
+            caller.http = (!https.is_empty()).then(|| https[t % https.len()].clone());
             let (tokens, next, op) = (tokens.clone(), next.clone(), args.op);
             tokio::spawn(async move {
                 let mut tally = Tally::default();

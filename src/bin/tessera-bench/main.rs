@@ -7,8 +7,11 @@
 //! the server's peak RSS is read from /proc when the server runs on this
 //! machine. On a terminal, stderr shows the pre-minting and then the rate
 //! of calls each second; stdout has only the report. `--print-sql` prints the statements each hot call runs on
-//! PostgreSQL, for bench/compare.py to hand to pgbench.
+//! PostgreSQL, for bench/compare.py to hand to pgbench. `--floor` serves
+//! one of the floors bench/count.py counts Tessera against instead.
 
+mod floor;
+mod http;
 mod load;
 mod progress;
 mod propagation;
@@ -21,11 +24,17 @@ use clap::Parser;
 struct Cli {
     #[command(flatten)]
     args: load::BenchArgs,
+    #[command(flatten)]
+    floor: floor::FloorArgs,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Cli::parse().args;
+    let cli = Cli::parse();
+    if let Some(floor) = cli.floor.floor {
+        return floor::serve(floor, cli.floor).await;
+    }
+    let args = cli.args;
     if args.print_sql {
         let statements = hot_path();
         println!("{}", serde_json::to_string_pretty(&statements)?);

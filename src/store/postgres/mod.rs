@@ -16,7 +16,7 @@ use tracing::warn;
 
 use super::{
     Delegation, Dialect, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result,
-    RevokeTarget, Revoked, Rotated, Rotation, Sql, SqlStore, Store, StoreError,
+    Revision, RevokeTarget, Revoked, Rotated, Rotation, Sql, SqlStore, Store, StoreError,
     statements::{Statements, Syntax},
 };
 use crate::{
@@ -32,6 +32,7 @@ mod hosts;
 mod keyed;
 mod listen;
 mod primary;
+mod replica;
 mod retry;
 mod statements;
 
@@ -104,6 +105,8 @@ pub struct PgStore {
     batches: Arc<OnceLock<Batches>>,
     /// Lookup and write slots, within the pool.
     batch_slots: (usize, usize),
+    /// The standbys of `--database-read-url`, if given.
+    replicas: Option<Arc<replica::Replicas>>,
 }
 
 struct Batches {
@@ -173,7 +176,15 @@ impl PgStore {
                 runtime.spawn(follower.run());
             }
         }
+        let replicas = match &db.read_url {
+            Some(url) => Some(Arc::new(replica::Replicas::connect(db, url)?)),
+            None => None,
+        };
+        if let Some(replicas) = &replicas {
+            replicas.watch(&pool);
+        }
         Ok(Self {
+            replicas,
             sql: Sql { pool, health },
             primary_found,
             batches: Arc::default(),
@@ -253,6 +264,33 @@ impl Store for PgStore {
         Ok(retry::read(|| Sql::find(&self.sql.pool, hash)).await?)
     }
 
+    async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas
+                .read(|db| async move { Sql::find(&db, hash).await })
+                .await
+        {
+            return Ok(found);
+        }
+        Ok((self.find(hash).await?, Duration::ZERO))
+    }
+
+    async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Result<Option<Lookup>> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas.find_at(hash, revision).await
+        {
+            return Ok(found);
+        }
+        self.find(hash).await
+    }
+
+    async fn revision(&self) -> Result<Option<Revision>> {
+        match &self.replicas {
+            Some(replicas) => Ok(Some(replicas.revision(&self.sql.pool).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn find_keyed(
         &self,
         hash: &TokenHash,
@@ -326,6 +364,28 @@ impl Store for PgStore {
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
         self.sql.list(query).await
+    }
+
+    async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
+        if let Some(replicas) = &self.replicas
+            && let Some((found, _)) = replicas
+                .read(|db| async move { Sql::get(&db, grant_id, issued_by).await })
+                .await
+        {
+            return Ok(found);
+        }
+        self.get(grant_id, issued_by).await
+    }
+
+    async fn list_recent(&self, query: &ListQuery) -> Result<ListPage> {
+        if let Some(replicas) = &self.replicas
+            && let Some((page, _)) = replicas
+                .read(|db| async move { Sql::list(&db, query).await })
+                .await
+        {
+            return Ok(page);
+        }
+        self.list(query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {

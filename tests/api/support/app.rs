@@ -107,6 +107,8 @@ pub struct Options {
     pub request_head_timeout: &'static str,
     pub idle_timeout: &'static str,
     pub max_connections: Option<usize>,
+    /// `--database-read-url`.
+    pub read_url: Option<String>,
 }
 
 impl Default for Options {
@@ -128,6 +130,7 @@ impl Default for Options {
             request_head_timeout: "10s",
             idle_timeout: "60s",
             max_connections: None,
+            read_url: None,
         }
     }
 }
@@ -145,6 +148,8 @@ pub fn config(url: &str, clients: Option<PathBuf>, options: &Options) -> Config 
         issuer: None,
         database: DatabaseConfig {
             url: url.to_owned(),
+            read_url: options.read_url.clone(),
+            read_max_lag: Duration::ZERO,
             max_connections: POOL_SIZE,
             acquire_timeout: Duration::from_secs(3),
             statement_timeout: HELD_CALLS_OUTLAST,

@@ -27,6 +27,8 @@ where
     let db = TestDb::new(backend).await;
     let config = tessera::config::DatabaseConfig {
         url: db.url().to_owned(),
+        read_url: None,
+        read_max_lag: Duration::ZERO,
         max_connections: 4,
         acquire_timeout: Duration::from_secs(3),
         statement_timeout: Duration::from_secs(5),
