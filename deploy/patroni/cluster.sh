@@ -120,12 +120,18 @@ YML
 
 start_member() {
   local name=$1
-  alive "$DIR/$name/patroni.pid" && return
-  # ip, setsid and setpriv exec (no parent left behind), so the pid file
-  # names Patroni itself.
-  HOME="$DIR/$name" in_member_ns "${name#pg}" setsid setpriv --reuid=postgres --regid=postgres --init-groups \
+  local pidfile="$DIR/$name/patroni.pid"
+  alive "$pidfile" && return
+  rm -f "$pidfile"
+  # `ip netns exec` forks, so the pid file is written from inside the
+  # namespace by the shell that then becomes Patroni (setsid and setpriv
+  # exec): it names Patroni itself, which `down` and `kill-primary` stop.
+  HOME="$DIR/$name" in_member_ns "${name#pg}" sh -c 'echo $$ >"$1"; shift; exec "$@"' sh "$pidfile" \
+    setsid setpriv --reuid=postgres --regid=postgres --init-groups \
     patroni "$DIR/$name/patroni.yml" >>"$DIR/$name/patroni.log" 2>&1 </dev/null 9>&- &
-  echo $! >"$DIR/$name/patroni.pid"
+  for _ in $(seq 100); do [ -s "$pidfile" ] && return; sleep 0.05; done
+  say "$name did not start"
+  return 1
 }
 
 ctl() { patronictl -c "$DIR/pg1/patroni.yml" "$@"; }

@@ -140,6 +140,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn debug_hides_both_urls_passwords() {
+        let db = DatabaseConfig {
+            url: "postgres://app:hunter2@h1,h2/tessera".into(),
+            read_url: Some("postgres://app:hunter3@h2,h3/tessera".into()),
+            read_max_lag: Duration::from_secs(2),
+            max_connections: 4,
+            acquire_timeout: Duration::from_secs(3),
+            statement_timeout: Duration::from_secs(5),
+        };
+        let printed = format!("{db:?}");
+        assert!(printed.contains("app:***@h2,h3"), "{printed}");
+        assert!(!printed.contains("hunter"), "{printed}");
+    }
+
+    #[test]
     fn urls_lose_their_password() {
         assert_eq!(
             redact_url("postgres://app:hunter2@db:5432/tessera"),

@@ -28,6 +28,7 @@ mod logs;
 mod ops;
 mod overload;
 mod race;
+mod replicas;
 mod resources;
 mod retry;
 mod rules;

@@ -34,6 +34,7 @@ mod listen;
 mod primary;
 mod replica;
 mod retry;
+mod revisions;
 mod statements;
 
 pub use statements::{BatchStatements, batch_statements};
@@ -176,15 +177,8 @@ impl PgStore {
                 runtime.spawn(follower.run());
             }
         }
-        let replicas = match &db.read_url {
-            Some(url) => Some(Arc::new(replica::Replicas::connect(db, url)?)),
-            None => None,
-        };
-        if let Some(replicas) = &replicas {
-            replicas.watch(&pool);
-        }
         Ok(Self {
-            replicas,
+            replicas: replica::Replicas::start(db, &pool)?,
             sql: Sql { pool, health },
             primary_found,
             batches: Arc::default(),
@@ -265,30 +259,15 @@ impl Store for PgStore {
     }
 
     async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
-        if let Some(replicas) = &self.replicas
-            && let Some(found) = replicas
-                .read(|db| async move { Sql::find(&db, hash).await })
-                .await
-        {
-            return Ok(found);
-        }
-        Ok((self.find(hash).await?, Duration::ZERO))
+        self.find_on_standby(hash).await
     }
 
     async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Result<Option<Lookup>> {
-        if let Some(replicas) = &self.replicas
-            && let Some(found) = replicas.find_at(hash, revision).await
-        {
-            return Ok(found);
-        }
-        self.find(hash).await
+        self.find_past(hash, revision).await
     }
 
     async fn revision(&self) -> Result<Option<Revision>> {
-        match &self.replicas {
-            Some(replicas) => Ok(Some(replicas.revision(&self.sql.pool).await?)),
-            None => Ok(None),
-        }
+        self.revision_now().await
     }
 
     async fn find_keyed(
@@ -367,25 +346,11 @@ impl Store for PgStore {
     }
 
     async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        if let Some(replicas) = &self.replicas
-            && let Some((found, _)) = replicas
-                .read(|db| async move { Sql::get(&db, grant_id, issued_by).await })
-                .await
-        {
-            return Ok(found);
-        }
-        self.get(grant_id, issued_by).await
+        self.get_on_standby(grant_id, issued_by).await
     }
 
     async fn list_recent(&self, query: &ListQuery) -> Result<ListPage> {
-        if let Some(replicas) = &self.replicas
-            && let Some((page, _)) = replicas
-                .read(|db| async move { Sql::list(&db, query).await })
-                .await
-        {
-            return Ok(page);
-        }
-        self.list(query).await
+        self.list_on_standby(query).await
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {

@@ -34,13 +34,79 @@ use sqlx::{
 };
 use tracing::{debug, info, warn};
 
-use super::{hosts, primary::describe};
+use super::{PgStore, hosts, primary::describe};
 use crate::store::{Dialect, Sql};
 use crate::{
     config::DatabaseConfig,
-    store::{Lookup, Revision},
+    store::{Grant, ListPage, ListQuery, Lookup, Result as StoreResult, Revision, Store},
     token::TokenHash,
 };
+
+/// The reads [`Store`] lets a standby answer: from one when one may,
+/// else from the primary.
+impl PgStore {
+    pub(super) async fn find_on_standby(
+        &self,
+        hash: &TokenHash,
+    ) -> StoreResult<(Option<Lookup>, Duration)> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas
+                .read(|db| async move { Sql::find(&db, hash).await })
+                .await
+        {
+            return Ok(found);
+        }
+        Ok((self.find(hash).await?, Duration::ZERO))
+    }
+
+    pub(super) async fn find_past(
+        &self,
+        hash: &TokenHash,
+        revision: &Revision,
+    ) -> StoreResult<Option<Lookup>> {
+        if let Some(replicas) = &self.replicas
+            && let Some(found) = replicas.find_at(hash, revision).await
+        {
+            return Ok(found);
+        }
+        self.find(hash).await
+    }
+
+    /// Only with read replicas: without, every read is on the primary and
+    /// so at least as fresh as any write.
+    pub(super) async fn revision_now(&self) -> StoreResult<Option<Revision>> {
+        match &self.replicas {
+            Some(replicas) => Ok(Some(replicas.revisions.after_write(&self.sql.pool).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) async fn get_on_standby(
+        &self,
+        grant_id: &str,
+        issued_by: Option<&str>,
+    ) -> StoreResult<Option<Grant>> {
+        if let Some(replicas) = &self.replicas
+            && let Some((found, _)) = replicas
+                .read(|db| async move { Sql::get(&db, grant_id, issued_by).await })
+                .await
+        {
+            return Ok(found);
+        }
+        self.get(grant_id, issued_by).await
+    }
+
+    pub(super) async fn list_on_standby(&self, query: &ListQuery) -> StoreResult<ListPage> {
+        if let Some(replicas) = &self.replicas
+            && let Some((page, _)) = replicas
+                .read(|db| async move { Sql::list(&db, query).await })
+                .await
+        {
+            return Ok(page);
+        }
+        self.list(query).await
+    }
+}
 
 /// The longest a standby may take to answer (its lag check, a read, a
 /// connection) before the primary answers instead: a standby behind a
@@ -49,7 +115,7 @@ const STANDBY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The primary's WAL position: every commit acknowledged so far ends at or
 /// before it (a commit is acknowledged once flushed, so once written).
-const PRIMARY_AT: &str = "SELECT pg_current_wal_lsn()::text";
+pub(super) const PRIMARY_AT: &str = "SELECT pg_current_wal_lsn()::text";
 
 /// Whether this member has replayed past a position. NULL on a member not
 /// in recovery: a primary is never used as a standby (the primary's own
@@ -99,7 +165,7 @@ pub(super) struct Replicas {
     epoch: Instant,
     /// Spreads reads over the standbys in turn.
     next: AtomicUsize,
-    revisions: Revisions,
+    revisions: super::revisions::Revisions,
 }
 
 struct Standby {
@@ -113,9 +179,19 @@ struct Standby {
 }
 
 impl Replicas {
-    /// One pool per member, connected on first use; [`Self::watch`] starts
-    /// checking their lag.
-    pub fn connect(db: &DatabaseConfig, read_url: &str) -> anyhow::Result<Self> {
+    /// The standbys of `--database-read-url`, if given, their lag checked
+    /// against `primary` from now on.
+    pub fn start(db: &DatabaseConfig, primary: &PgPool) -> anyhow::Result<Option<Arc<Self>>> {
+        let Some(url) = &db.read_url else {
+            return Ok(None);
+        };
+        let replicas = Arc::new(Self::connect(db, url)?);
+        replicas.watch(primary);
+        Ok(Some(replicas))
+    }
+
+    /// One pool per member, connected on first use.
+    fn connect(db: &DatabaseConfig, read_url: &str) -> anyhow::Result<Self> {
         let standbys = parse(read_url)
             .map_err(anyhow::Error::msg)?
             .iter()
@@ -138,13 +214,13 @@ impl Replicas {
             max_lag: db.read_max_lag,
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
-            revisions: Revisions::default(),
+            revisions: Default::default(),
         })
     }
 
     /// Checks each standby's lag behind `primary` for as long as the pools
     /// are open (outside a runtime: never, and no standby is used).
-    pub fn watch(self: &Arc<Self>, primary: &PgPool) {
+    fn watch(self: &Arc<Self>, primary: &PgPool) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -205,7 +281,7 @@ impl Replicas {
     /// answer may be; `None` if no standby is within it, or the one asked
     /// failed or took too long (it is then not asked again until the next
     /// check confirms it): the caller asks the primary.
-    pub async fn read<T, E, F>(&self, read: impl FnOnce(PgPool) -> F) -> Option<(T, Duration)>
+    async fn read<T, E, F>(&self, read: impl FnOnce(PgPool) -> F) -> Option<(T, Duration)>
     where
         F: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
@@ -241,7 +317,7 @@ impl Replicas {
     /// asked has not (or failed): the caller asks the primary. Only a
     /// standby confirmed at some point is asked, so that one known to be
     /// down costs nothing.
-    pub async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Option<Option<Lookup>> {
+    async fn find_at(&self, hash: &TokenHash, revision: &Revision) -> Option<Option<Lookup>> {
         let standby = self
             .in_turn()
             .find(|standby| standby.confirmed.load(Ordering::Relaxed) != 0)?;
@@ -272,43 +348,6 @@ impl Replicas {
             }
             Err(_) => None,
         }
-    }
-
-    /// The primary's position once a write has committed.
-    pub async fn revision(&self, primary: &PgPool) -> Result<Revision, sqlx::Error> {
-        self.revisions.after_write(primary).await
-    }
-}
-
-/// The primary's position after writes, read once for every write that
-/// had finished when the reading began: under load, one round trip
-/// serves many writes.
-#[derive(Default)]
-struct Revisions {
-    /// How many writes have asked so far.
-    asked: AtomicU64,
-    /// The last reading, and how many writes had asked when it began.
-    last: tokio::sync::Mutex<(u64, Option<Revision>)>,
-}
-
-impl Revisions {
-    async fn after_write(&self, primary: &PgPool) -> Result<Revision, sqlx::Error> {
-        // A write asks after its commit; a reading that began after it
-        // asked (so once `asked` counts it) is at or past its commit.
-        let mine = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut last = self.last.lock().await;
-        if let (covered, Some(revision)) = *last
-            && covered >= mine
-        {
-            return Ok(revision);
-        }
-        let covered = self.asked.load(Ordering::SeqCst);
-        let at: String = sqlx::query_scalar(PRIMARY_AT).fetch_one(primary).await?;
-        let revision: Revision = at
-            .parse()
-            .map_err(|err: &str| sqlx::Error::Decode(err.into()))?;
-        *last = (covered, Some(revision));
-        Ok(revision)
     }
 }
 
