@@ -9,6 +9,8 @@
 //! # Layout
 //!
 //! - [`token`]: the token, client-key and grant-id formats (generate, parse, hash).
+//! - [`grant`]: a grant and the words every layer uses about it (revoke
+//!   reasons, the credential it hands over, the database's time).
 //! - [`seal`]: payload encryption under a key derived from the token.
 //! - [`input`]: limits on every request field.
 //! - [`clients`]: the clients file, roles and bearer-key authentication.
@@ -67,6 +69,7 @@ pub mod door;
 pub mod failure;
 #[cfg(test)]
 mod fuzz;
+pub mod grant;
 pub mod grpc;
 pub mod http;
 pub mod input;

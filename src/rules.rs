@@ -15,7 +15,7 @@
 //! So only a caller the grant was made for ever learns more than UNKNOWN,
 //! and a dead grant tells nobody which scopes it had.
 
-use crate::store::{Grant, Micros};
+use crate::grant::{Grant, Micros};
 
 /// What a caller is told when a token does not pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, sync::Mutex};
 
-use crate::store::Micros;
+use crate::grant::Micros;
 
 /// Grants used since the last flush, with their first time of use in it:
 /// the time the first Validate's reply showed, and the one the coalescing

@@ -11,8 +11,9 @@ use std::time::Duration;
 use super::TokenMac;
 use crate::{
     clients::Role,
+    grant::{Grant, RevokeReason},
     rules::{Denial, Hidden},
-    store::{Grant, RevokeReason, RevokeTarget, StoreError, credentials::Slot},
+    store::{RevokeTarget, StoreError, credentials::Slot},
 };
 
 /// One entry of the audit trail; [`Event::write`] logs it.

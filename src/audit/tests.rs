@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use super::*;
 use crate::audit::Uncounted;
 use crate::{
+    grant::{Grant, RevokeReason},
     rules::{Denial, Hidden},
-    store::{Grant, RevokeReason, RevokeTarget, StoreError},
+    store::{RevokeTarget, StoreError},
     telemetry::json::tests::logged,
     token::Token,
 };

@@ -16,9 +16,10 @@ use crate::{
     audit::{Event, Operation},
     authority::{Check, DelegateSpec, Error, RotateTarget},
     clients::Caller,
+    grant::{Grant, micros},
     input::InvalidInput,
     seal,
-    store::{Delegation, Grant, Rotation, Store, micros},
+    store::{Delegation, Rotation, Store},
     token::{GrantId, Token},
 };
 

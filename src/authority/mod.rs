@@ -37,11 +37,12 @@ use crate::{
     audit::{Audit, ClaimOutcome, Event, Operation as Op},
     clients::Caller,
     credentials::{Secret, SecretSource},
+    grant::{CredentialRef, Grant},
     input::InvalidInput,
     metrics::Metrics,
     rules::{self, Hidden, Presented, Refusal},
     seal,
-    store::{CredentialRef, Grant, Keyed, Lookup, NewGrant, Prior, Revision, Store},
+    store::{Keyed, Lookup, NewGrant, Prior, Revision, Store},
     token::{GrantId, Token},
     usage::Usage,
 };
@@ -253,7 +254,7 @@ impl<S: Store> Authority<S> {
         let mut grant = lookup.grant;
         let stale = grant
             .last_used_at
-            .is_none_or(|at| lookup.now - at >= crate::store::micros(crate::store::TOUCH_INTERVAL));
+            .is_none_or(|at| lookup.now - at >= crate::grant::micros(crate::store::TOUCH_INTERVAL));
         if stale {
             // Bookkeeping, not a rule: written within a second, off the reply.
             self.usage.note(&grant.grant_id, lookup.now);

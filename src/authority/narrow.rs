@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::{DelegateSpec, Result};
 use crate::{
+    grant::{Grant, Micros, micros},
     input::{InvalidInput, MAX_LABELS},
     rules,
-    store::{Grant, Micros, micros},
 };
 
 /// What a child may have: what it asked for, each part checked against

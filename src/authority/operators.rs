@@ -5,8 +5,9 @@ use super::{Authority, Error, Page, Result, Target};
 use crate::{
     audit::{Event, RevokeCause},
     clients::Caller,
+    grant::{Grant, RevokeReason},
     input::{self, InvalidInput},
-    store::{Grant, ListQuery, Revision, RevokeReason, RevokeTarget, Revoked, Store},
+    store::{ListQuery, Revision, RevokeTarget, Revoked, Store},
     token::GrantId,
 };
 

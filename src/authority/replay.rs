@@ -21,7 +21,8 @@ use tracing::warn;
 use super::{Authority, operators};
 use crate::{
     audit::{Event, RevokeCause, TokenMac, Uncounted},
-    store::{Grant, RevokeReason, RevokeTarget, Store},
+    grant::{Grant, RevokeReason},
+    store::{RevokeTarget, Store},
 };
 
 /// Replay statements running at once: the rest of the pool stays to calls.

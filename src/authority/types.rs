@@ -5,10 +5,11 @@ use std::{collections::BTreeMap, time::Duration};
 
 use crate::{
     credentials::Secret,
+    grant::{CredentialRef, Grant},
     input::InvalidInput,
     rules::Denial,
     seal::Unsealable,
-    store::{CredentialRef, Grant, Revision, StoreError},
+    store::{Revision, StoreError},
     token::Token,
 };
 

@@ -11,10 +11,11 @@ use std::{sync::Arc, time::Duration};
 
 use super::GrantCache;
 use crate::{
+    grant::{Grant, Micros, RevokeReason},
     metrics::PoolProbe,
     store::{
-        Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant,
-        Prior, Result, Revision, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store,
+        Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result,
+        Revision, RevokeTarget, Revoked, Rotated, Rotation, Store,
     },
     token::TokenHash,
 };

@@ -28,8 +28,9 @@ mod layer;
 pub use layer::Cached;
 
 use crate::{
+    grant::{Grant, Micros, micros},
     metrics::CacheCounters,
-    store::{Grant, Invalidation, Lookup, Micros, micros},
+    store::{Invalidation, Lookup},
     token::TokenHash,
 };
 

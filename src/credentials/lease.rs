@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use super::{Error, Result, Slot};
-use crate::{input::InvalidInput, store::CredentialStore, store::Micros};
+use crate::{grant::Micros, input::InvalidInput, store::CredentialStore};
 
 const PREFIX: &str = "lse_";
 const RANDOM: usize = 16;

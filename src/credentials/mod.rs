@@ -34,10 +34,11 @@ pub use secret::Secret;
 use crate::{
     audit::Event,
     clients::Caller,
+    grant::Micros,
     input::InvalidInput,
     metrics::Metrics,
     store::{
-        CredentialStore, Micros, StoreError,
+        CredentialStore, StoreError,
         credentials::{Listed, Stored},
     },
 };
@@ -266,7 +267,7 @@ impl<S: CredentialStore> Credentials<S> {
             },
         );
         let (stored, secret) = found?.ok_or(Error::NotFound)?;
-        let due_by = stored.now.saturating_add(crate::store::micros(window));
+        let due_by = stored.now.saturating_add(crate::grant::micros(window));
         Ok(Current {
             secret,
             version: stored.version,

@@ -7,9 +7,10 @@ use crate::{
     authority::{
         Check, Claimed, DelegateSpec, Denial, MintSpec, Page, RotateTarget, Target, Validated,
     },
+    grant::{CredentialRef, Grant, Micros, RevokeReason},
     input::{self, InvalidInput},
     pb,
-    store::{CredentialRef, Grant, Micros, Revision, RevokeReason},
+    store::Revision,
     token::Token,
 };
 

@@ -18,9 +18,10 @@ use crate::{
     authority::{Check, Target, Validated},
     clients::{Caller, Role},
     door::Presented,
+    grant::{Grant, RevokeReason},
     grpc::Served,
     input::InvalidInput,
-    store::{Grant, RevokeReason, Store},
+    store::Store,
     token::Token,
 };
 

@@ -17,7 +17,8 @@ use super::{
 use crate::{
     authority::{Check, Claimed, MintSpec, Target, Validated},
     clients::{Caller, Role},
-    store::{Grant, RevokeReason, Store},
+    grant::{Grant, RevokeReason},
+    store::Store,
 };
 
 /// The label that carries a refresh grant's resource.

@@ -1,5 +1,13 @@
 //! Storage: one trait, one implementation per database.
 //!
+//! Both databases run the same statements ([`statements`]), built once per
+//! database from the words that differ ([`Dialect`]); the code that runs
+//! them is written once, as plain generic methods of [`Sql`] (`grants.rs`,
+//! `lineage.rs`, `credentials/sql.rs`). A store adds only what is its own:
+//! PostgreSQL its batches, its retried reads, its listener and its cluster
+//! members (`postgres/`); SQLite its file and its three-statement keyed
+//! claim (`sqlite/`).
+//!
 //! The store knows rows, not rules: the authority decides who may see what
 //! and which denial applies. Two things the store does own, because only the
 //! database can do them atomically across replicas: the compare-and-set of
@@ -11,27 +19,29 @@ use std::{future::Future, time::Duration};
 
 use crate::token::TokenHash;
 
-mod batch;
 pub mod credentials;
+mod dialect;
+mod grants;
 mod lineage;
+mod plain;
 pub mod postgres;
 mod revision;
-mod shared;
-mod sql;
 pub mod sqlite;
+pub mod statements;
 mod types;
 
 pub use credentials::CredentialStore;
+pub use dialect::Dialect;
+pub use grants::Sql;
 pub use postgres::PgStore;
 pub use revision::Revision;
 pub use sqlite::SqliteStore;
 pub use types::{
-    CredentialRef, Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant,
-    Prior, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation,
+    Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, RevokeTarget,
+    Revoked, Rotated, Rotation,
 };
 
-/// Unix time in microseconds, as the database's clock gave it.
-pub type Micros = i64;
+use crate::grant::{Grant, Micros, RevokeReason};
 
 /// How stale `last_used_at` may get on Validate: at most one write per grant
 /// per interval keeps Validate read-mostly.
@@ -49,39 +59,46 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(err: sqlx::Error) -> Self {
-        match err {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-            // What a connection cut mid-handshake (TLS negotiation
-            // included) looks like: the next attempt may well succeed.
-            | sqlx::Error::Protocol(_) => Self::Unavailable(err),
-            sqlx::Error::Database(ref db) if is_transient(db.code().as_deref()) => {
-                Self::Unavailable(err)
-            }
-            _ => Self::Internal(err),
+        match classify(&err) {
+            Failure::Connection | Failure::Unavailable => Self::Unavailable(err),
+            Failure::Internal => Self::Internal(err),
         }
     }
 }
 
-/// PostgreSQL's "the server is going away / not ready" classes, and SQLite's
-/// busy and locked codes: the request may succeed if retried.
-fn is_transient(code: Option<&str>) -> bool {
-    match code {
-        Some(code) => {
-            code.starts_with("08") // connection exception
-                || code.starts_with("57P") // admin/crash shutdown, cannot connect now
-                || code == "53300" // too many connections
-                // read_only_sql_transaction: a member demoted under the
-                // connection refused the write, so nothing was done.
-                || code == "25006"
-                || code == "5" // SQLITE_BUSY
-                || code == "6" // SQLITE_LOCKED
-                || code == "517" // SQLITE_BUSY_SNAPSHOT
-        }
-        None => false,
+/// What a database error means for the call that got it. Every database
+/// error is classified here, once: for the caller ([`StoreError`]) and for
+/// PostgreSQL's retried reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The connection failed under the statement (not the statement
+    /// itself): a read may be run again on another connection.
+    Connection,
+    /// The database cannot be reached now, is busy, or the pool is
+    /// exhausted: the call may succeed if retried later.
+    Unavailable,
+    /// Anything else: a bug, a broken schema or a corrupt row.
+    Internal,
+}
+
+pub(crate) fn classify(err: &sqlx::Error) -> Failure {
+    match err {
+        // What a connection cut mid-statement or mid-handshake looks like.
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) => Failure::Connection,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Tls(_) => Failure::Unavailable,
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            // connection exception; admin/crash shutdown, cannot connect now
+            Some(code) if code.starts_with("08") || code.starts_with("57P") => Failure::Connection,
+            // too many connections; read_only_sql_transaction (a member
+            // demoted under the connection refused the write, so nothing
+            // was done); SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT
+            Some("53300" | "25006" | "5" | "6" | "517") => Failure::Unavailable,
+            _ => Failure::Internal,
+        },
+        _ => Failure::Internal,
     }
 }
 
@@ -246,17 +263,14 @@ pub trait Store: Clone + Send + Sync + 'static {
     fn close(&self) -> impl Future<Output = ()> + Send;
 }
 
-/// Versions `migrator` holds that are not among `applied`.
-fn unapplied(migrator: &sqlx::migrate::Migrator, applied: &[i64]) -> Vec<i64> {
-    migrator
-        .iter()
-        .filter(|m| m.migration_type.is_up_migration() && !applied.contains(&m.version))
-        .map(|m| m.version)
-        .collect()
-}
+/// A store over one SQL database, which hands out its pools and the
+/// statements both databases share ([`Sql`]). What both run the same way
+/// and no layer changes (the credentials, the seal key checks) is
+/// implemented once, for every such store ([`credentials`]).
+pub trait SqlStore: Clone + Send + Sync + 'static {
+    type Db: Dialect;
 
-pub(crate) fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+    fn sql(&self) -> &Sql<Self::Db>;
 }
 
 pub(crate) fn to_u32(value: i64) -> u32 {

@@ -1,39 +1,17 @@
 //! The storage contract, one suite run against every implementation.
 
-use std::{collections::BTreeMap, future::Future, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use tessera::{
-    store::{
-        Delegation, Grant, Invalidation, Keyed, ListQuery, NewGrant, PgStore, RevokeReason,
-        RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
-    },
+    grant::RevokeReason,
+    store::{Invalidation, Keyed, ListQuery, NewGrant, RevokeTarget, Store},
     token::{GrantId, Token},
 };
 
-use crate::support::{Backend, PATIENCE, TestDb};
+use crate::support::{AnyStore, PATIENCE, with_store};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::with_store(super::Backend::Postgres, super::$name).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::with_store(super::Backend::Sqlite, super::$name).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::both_backends!(
+    run: super::with_store;
     migrations_are_idempotent,
     insert_then_find_round_trips,
     consume_is_a_compare_and_set,
@@ -47,128 +25,7 @@ conformance!(
     replays_are_counted_per_grant,
 );
 
-/// Runs `test` against a migrated store of `backend` (generic over the
-/// store, so each body is written once).
-async fn with_store<F, Fut>(backend: Backend, test: F)
-where
-    F: FnOnce(AnyStore) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let db = TestDb::new(backend).await;
-    let config = tessera::config::DatabaseConfig {
-        url: db.url().to_owned(),
-        read_url: None,
-        read_max_lag: Duration::ZERO,
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(3),
-        statement_timeout: Duration::from_secs(5),
-    };
-    let store = match backend {
-        Backend::Postgres => AnyStore::Pg(PgStore::connect_lazy(&config).unwrap()),
-        Backend::Sqlite => AnyStore::Lite(SqliteStore::connect_lazy(&config).unwrap()),
-    };
-    store.migrate().await.unwrap();
-    test(store.clone()).await;
-    store.close().await;
-}
-
-/// Dispatches to either store, so test bodies are plain async fns.
-#[derive(Clone)]
-enum AnyStore {
-    Pg(PgStore),
-    Lite(SqliteStore),
-}
-
-macro_rules! dispatch {
-    ($self:ident, $s:ident => $call:expr) => {
-        match $self {
-            AnyStore::Pg($s) => $call,
-            AnyStore::Lite($s) => $call,
-        }
-    };
-}
-
-impl Store for AnyStore {
-    async fn migrate(&self) -> anyhow::Result<()> {
-        dispatch!(self, s => s.migrate().await)
-    }
-    async fn insert(&self, g: &NewGrant) -> tessera::store::Result<Grant> {
-        dispatch!(self, s => s.insert(g).await)
-    }
-    async fn find(
-        &self,
-        h: &tessera::token::TokenHash,
-    ) -> tessera::store::Result<Option<tessera::store::Lookup>> {
-        dispatch!(self, s => s.find(h).await)
-    }
-    async fn find_keyed(
-        &self,
-        h: &tessera::token::TokenHash,
-        client: &str,
-        key: &[u8; 32],
-    ) -> tessera::store::Result<Option<(tessera::store::Lookup, Option<tessera::store::Prior>)>>
-    {
-        dispatch!(self, s => s.find_keyed(h, client, key).await)
-    }
-    async fn touch(&self, touches: &[(String, i64)]) -> tessera::store::Result<()> {
-        dispatch!(self, s => s.touch(touches).await)
-    }
-    async fn consume(&self, id: &str) -> tessera::store::Result<Option<(Grant, Vec<u8>)>> {
-        dispatch!(self, s => s.consume(id).await)
-    }
-    async fn consume_keyed(
-        &self,
-        id: &str,
-        client: &str,
-        key: &[u8; 32],
-    ) -> tessera::store::Result<Keyed> {
-        dispatch!(self, s => s.consume_keyed(id, client, key).await)
-    }
-    async fn revoke(
-        &self,
-        t: &RevokeTarget,
-        by: Option<&str>,
-        r: RevokeReason,
-    ) -> tessera::store::Result<Revoked> {
-        dispatch!(self, s => s.revoke(t, by, r).await)
-    }
-    async fn payload(&self, id: &str) -> tessera::store::Result<Option<Vec<u8>>> {
-        dispatch!(self, s => s.payload(id).await)
-    }
-    async fn rotate(&self, r: &Rotation) -> tessera::store::Result<Option<Rotated>> {
-        dispatch!(self, s => s.rotate(r).await)
-    }
-    async fn delegate(&self, d: &Delegation) -> tessera::store::Result<Option<Grant>> {
-        dispatch!(self, s => s.delegate(d).await)
-    }
-    async fn count_replay(&self, id: &str) -> tessera::store::Result<Option<u64>> {
-        dispatch!(self, s => s.count_replay(id).await)
-    }
-    async fn get(&self, id: &str, by: Option<&str>) -> tessera::store::Result<Option<Grant>> {
-        dispatch!(self, s => s.get(id, by).await)
-    }
-    async fn list(&self, q: &ListQuery) -> tessera::store::Result<tessera::store::ListPage> {
-        dispatch!(self, s => s.list(q).await)
-    }
-    async fn sweep(&self, r: Duration, b: u32) -> tessera::store::Result<u64> {
-        dispatch!(self, s => s.sweep(r, b).await)
-    }
-    async fn ping(&self) -> tessera::store::Result<()> {
-        dispatch!(self, s => s.ping().await)
-    }
-    async fn count_live(&self) -> tessera::store::Result<u64> {
-        dispatch!(self, s => s.count_live().await)
-    }
-    fn pool_probe(&self) -> tessera::metrics::PoolProbe {
-        dispatch!(self, s => s.pool_probe())
-    }
-    async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
-        dispatch!(self, s => s.listen(on).await)
-    }
-    async fn close(&self) {
-        dispatch!(self, s => s.close().await)
-    }
-}
+const HOUR: Duration = Duration::from_secs(3600);
 
 fn new_grant(issuer: &str, run: &str, max_uses: u32, ttl: Duration) -> (Token, NewGrant) {
     let token = Token::generate();
@@ -194,8 +51,6 @@ fn new_grant(issuer: &str, run: &str, max_uses: u32, ttl: Duration) -> (Token, N
     };
     (token, grant)
 }
-
-const HOUR: Duration = Duration::from_secs(3600);
 
 async fn migrations_are_idempotent(store: AnyStore) {
     store.migrate().await.unwrap();

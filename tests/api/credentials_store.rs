@@ -2,76 +2,23 @@
 
 use std::time::Duration;
 
-use tessera::{
-    config::DatabaseConfig,
-    store::{
-        CredentialStore, PgStore, SqliteStore, Store,
-        credentials::{Resealable, Sealed, Slot},
-    },
+use tessera::store::{
+    CredentialStore,
+    credentials::{Resealable, SealChecks, Sealed, Slot},
 };
 
-use crate::support::{Backend, TestDb};
+use crate::support::{AnyStore, with_store};
 
-macro_rules! conformance {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (_db, store) = super::open::<tessera::store::PgStore>(super::Backend::Postgres).await;
-                    super::$name(store).await
-                }
-            )*
-        }
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let (_db, store) = super::open::<tessera::store::SqliteStore>(super::Backend::Sqlite).await;
-                    super::$name(store).await
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::both_backends!(
+    run: super::with_store;
     create_is_insert_if_absent_and_replace_a_compare_and_set,
     one_lease_at_a_time_until_it_expires,
     completion_needs_the_live_lease_on_its_version,
     a_replace_releases_the_lease,
     lists_and_deletes_within_one_client_and_bearer,
     stale_seals_page_through_other_keys,
+    seal_key_checks_are_written_once,
 );
-
-trait Open: Sized {
-    fn open(config: &DatabaseConfig) -> Self;
-}
-impl Open for PgStore {
-    fn open(config: &DatabaseConfig) -> Self {
-        PgStore::connect_lazy(config).unwrap()
-    }
-}
-impl Open for SqliteStore {
-    fn open(config: &DatabaseConfig) -> Self {
-        SqliteStore::connect_lazy(config).unwrap()
-    }
-}
-
-async fn open<S: Open + Store>(backend: Backend) -> (TestDb, S) {
-    let db = TestDb::new(backend).await;
-    let config = DatabaseConfig {
-        url: db.url().to_owned(),
-        read_url: None,
-        read_max_lag: Duration::ZERO,
-        max_connections: 4,
-        acquire_timeout: Duration::from_secs(3),
-        statement_timeout: Duration::from_secs(5),
-    };
-    let store = S::open(&config);
-    store.migrate().await.unwrap();
-    (db, store)
-}
 
 fn slot(client: &str, bearer: &str, name: &str) -> Slot {
     Slot {
@@ -91,7 +38,7 @@ fn sealed(key_id: &str, bytes: &[u8]) -> Sealed {
 const LEASE_A: &str = "lse_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 const LEASE_B: &str = "lse_bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
 
-async fn create_is_insert_if_absent_and_replace_a_compare_and_set<S: CredentialStore>(store: S) {
+async fn create_is_insert_if_absent_and_replace_a_compare_and_set(store: AnyStore) {
     let s = slot("c", "b", "n");
     assert_eq!(store.version(&s).await.unwrap(), None);
     assert!(store.read(&s).await.unwrap().is_none());
@@ -133,7 +80,7 @@ async fn create_is_insert_if_absent_and_replace_a_compare_and_set<S: CredentialS
     );
 }
 
-async fn one_lease_at_a_time_until_it_expires<S: CredentialStore>(store: S) {
+async fn one_lease_at_a_time_until_it_expires(store: AnyStore) {
     let s = slot("c", "b", "n");
     // 3 s: slack for the calls that must come while the first lease holds.
     let ttl = Duration::from_secs(3);
@@ -174,7 +121,7 @@ async fn one_lease_at_a_time_until_it_expires<S: CredentialStore>(store: S) {
     );
 }
 
-async fn completion_needs_the_live_lease_on_its_version<S: CredentialStore>(store: S) {
+async fn completion_needs_the_live_lease_on_its_version(store: AnyStore) {
     let s = slot("c", "b", "n");
     store.create(&s, &sealed("k1", b"one"), None).await.unwrap();
     store
@@ -227,7 +174,7 @@ async fn completion_needs_the_live_lease_on_its_version<S: CredentialStore>(stor
     assert_eq!(store.version(&s).await.unwrap(), Some(2));
 }
 
-async fn a_replace_releases_the_lease<S: CredentialStore>(store: S) {
+async fn a_replace_releases_the_lease(store: AnyStore) {
     let s = slot("c", "b", "n");
     store.create(&s, &sealed("k1", b"one"), None).await.unwrap();
     store
@@ -261,7 +208,7 @@ async fn a_replace_releases_the_lease<S: CredentialStore>(store: S) {
     assert_eq!((next.version, next.fence), (2, 2), "the fence keeps rising");
 }
 
-async fn lists_and_deletes_within_one_client_and_bearer<S: CredentialStore>(store: S) {
+async fn lists_and_deletes_within_one_client_and_bearer(store: AnyStore) {
     for (client, bearer, name) in [
         ("c", "b", "y"),
         ("c", "b", "x"),
@@ -295,7 +242,7 @@ async fn lists_and_deletes_within_one_client_and_bearer<S: CredentialStore>(stor
     assert_eq!(names(store.list("d", "b", "", 10).await.unwrap()), ["a"]);
 }
 
-async fn stale_seals_page_through_other_keys<S: CredentialStore>(store: S) {
+async fn stale_seals_page_through_other_keys(store: AnyStore) {
     for (client, key) in [("a", "k1"), ("b", "k2"), ("c", "k1"), ("d", "k0")] {
         store
             .create(&slot(client, "b", "n"), &sealed(key, b"s"), None)
@@ -318,4 +265,31 @@ async fn stale_seals_page_through_other_keys<S: CredentialStore>(store: S) {
     let stored = store.read(&row.slot).await.unwrap().unwrap();
     assert_eq!((stored.version, stored.sealed), (1, sealed("k2", b"t")));
     assert_eq!(store.stale_seals("k2", &start, 10).await.unwrap().len(), 2);
+}
+
+async fn seal_key_checks_are_written_once(store: AnyStore) {
+    assert_eq!(store.key_check("k1").await.unwrap(), None);
+    assert!(store.add_key_check("k1", b"first").await.unwrap());
+    assert!(
+        !store.add_key_check("k1", b"second").await.unwrap(),
+        "a check is never replaced"
+    );
+    assert_eq!(
+        store.key_check("k1").await.unwrap(),
+        Some(b"first".to_vec())
+    );
+    for (client, key) in [("a", "k1"), ("b", "k2"), ("c", "k1")] {
+        store
+            .create(&slot(client, "b", "n"), &sealed(key, b"s"), None)
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.count_stale_seals("k2").await.unwrap(), 2);
+    assert_eq!(store.count_stale_seals("k1").await.unwrap(), 1);
+    let under = store.sealed_under("k1", 10).await.unwrap();
+    let clients: Vec<_> = under.iter().map(|r| r.slot.client_id.as_str()).collect();
+    assert_eq!(clients, ["a", "c"], "least recently written first");
+    assert_eq!(under[0].sealed, sealed("k1", b"s"));
+    assert_eq!(under[0].version, 1);
+    assert_eq!(store.sealed_under("k1", 1).await.unwrap().len(), 1);
 }

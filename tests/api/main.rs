@@ -36,18 +36,23 @@ mod seal_keys;
 mod secrets;
 mod signin;
 mod statements;
+mod store_lineage;
 mod tls;
 mod use_cases;
 
-/// Instantiates each async test body once per backend.
+/// Instantiates each async test body once per backend: the one way a test
+/// runs on both databases. A body takes the [`support::Backend`]
+/// (`both_backends!(a, b)`), or what `run` makes of it
+/// (`both_backends!(run: super::with_store; a, b)` hands each body a
+/// migrated store).
 #[macro_export]
 macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
+    (run: $run:path; $($name:ident),* $(,)?) => {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Backend::Postgres).await
+                    $run($crate::support::Backend::Postgres, super::$name).await
                 }
             )*
         }
@@ -55,9 +60,12 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name($crate::support::Backend::Sqlite).await
+                    $run($crate::support::Backend::Sqlite, super::$name).await
                 }
             )*
         }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(run: $crate::support::on_backend; $($name),*);
     };
 }

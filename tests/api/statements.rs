@@ -15,10 +15,11 @@ use tessera::{
     cache::{Cached, GrantCache},
     clients::{Caller, Role},
     config::DatabaseConfig,
+    grant::{Grant, RevokeReason},
     metrics::Metrics,
     store::{
-        Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore,
-        Prior, Result, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
+        Delegation, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, PgStore, Prior,
+        Result, RevokeTarget, Revoked, Rotated, Rotation, SqliteStore, Store,
     },
     token::{Token, TokenHash},
 };

@@ -36,8 +36,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let args = cli.args;
     if args.print_sql {
-        let statements: std::collections::BTreeMap<_, _> =
-            tessera::store::postgres::HOT_PATH.into_iter().collect();
+        let statements = hot_path();
         println!("{}", serde_json::to_string_pretty(&statements)?);
         return Ok(());
     }
@@ -49,4 +48,32 @@ async fn main() -> anyhow::Result<()> {
         report.print_text();
     }
     Ok(())
+}
+
+/// The statements each hot RPC runs on success, in order and by name, as
+/// the PostgreSQL store defines them: bench/compare.py hands them to
+/// pgbench.
+fn hot_path() -> std::collections::BTreeMap<&'static str, Vec<(&'static str, &'static str)>> {
+    use tessera::store::{Dialect, postgres::batch_statements};
+    let (shared, own) = (
+        <sqlx::Postgres as Dialect>::statements(),
+        batch_statements(),
+    );
+    [
+        ("validate", vec![("find", shared.find)]),
+        (
+            "claim",
+            vec![("find", shared.find), ("consume", shared.consume)],
+        ),
+        (
+            "claim-keyed",
+            vec![
+                ("find_keyed", shared.find_keyed),
+                ("consume_keyed", own.consume_keyed),
+            ],
+        ),
+        ("mint", vec![("insert", shared.insert)]),
+    ]
+    .into_iter()
+    .collect()
 }

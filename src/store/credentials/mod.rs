@@ -1,5 +1,6 @@
 //! Storage for the Credentials service: one table, `credentials`, behind a
-//! trait of its own that both stores implement with the same SQL.
+//! trait of its own that both stores implement with the same SQL
+//! ([`sql`], [`statements`]).
 //!
 //! A row is a sealed secret per (client, bearer, name), its version (1 on
 //! create, +1 on every replace or refresh), and its refresh lease: the
@@ -11,7 +12,8 @@
 
 use std::{future::Future, time::Duration};
 
-use super::{Micros, Result};
+use super::Result;
+use crate::grant::Micros;
 
 /// Where a credential lives: the client that put it, the bearer, the name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -185,8 +187,8 @@ pub trait CredentialStore: Clone + Send + Sync + 'static {
 }
 
 mod checks;
-mod implement;
+mod sql;
+mod statements;
 
 pub use checks::SealChecks;
-pub(crate) use checks::implement_checks;
-pub(crate) use implement::implement;
+pub use statements::Statements;

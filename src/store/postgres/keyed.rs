@@ -3,21 +3,21 @@
 //!
 //! Keyed claims arriving together share one statement and one commit
 //! ([`consume_many`]), formed as the other batches are (see
-//! [`crate::store::batch`]): a lone claim runs at once. A claim its batch
+//! [`super::batch`]): a lone claim runs at once. A claim its batch
 //! did not answer runs alone after it ([`keyed_claim`]), which is exact in
 //! every case, so a batch only has to be right about the claims it answers.
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{PgPool, Row};
+use sqlx::{PgPool, Postgres, Row};
 use tracing::warn;
 
-use super::{PgStore, grant_from_row, replayed_from_row};
-use crate::store::{
-    Grant, Keyed, Result, StoreError,
-    batch::{self, Answer, Conn},
-    sql,
+use super::{
+    PgStore,
+    batch::{Answer, Conn, Taken, lost},
+    batch_statements,
 };
+use crate::store::{Keyed, Result, Sql, StoreError};
 
 /// One keyed claim, as the batcher carries it.
 #[derive(Clone)]
@@ -27,9 +27,6 @@ pub(super) struct Claim {
     pub(super) key_hash: [u8; 32],
 }
 
-/// A use a batch took: the grant after it, and its sealed payload.
-pub(super) type Taken = (Grant, Vec<u8>);
-
 impl PgStore {
     /// Takes the use with whatever other keyed claims are waiting; a claim
     /// the batch did not answer runs alone, after it.
@@ -37,9 +34,9 @@ impl PgStore {
         match self.batches().keyed.submit(claim.clone()).await {
             Answer::Done((grant, sealed)) => Ok(Keyed::Consumed(grant, sealed)),
             Answer::Failed(err) => Err(err.into()),
-            Answer::Alone => {
+            Answer::RunAlone => {
                 keyed_claim(
-                    &self.pool,
+                    &self.sql.pool,
                     &claim.grant_id,
                     &claim.client_id,
                     &claim.key_hash,
@@ -51,7 +48,7 @@ impl PgStore {
 }
 
 /// Takes the uses of many keyed claims in one statement
-/// ([`sql::consume_keyed_many!`]), one commit. Only the claims that took
+/// ([`super::BatchStatements::consume_keyed_many`]), one commit. Only the claims that took
 /// their use are answered here; every other one runs alone, after it:
 /// a grant with no use left, a key recorded before, a row another
 /// transaction held (skipped rather than waited for), and any claim of a
@@ -71,7 +68,7 @@ pub(super) async fn consume_many(
         .iter()
         .filter(|claim| named.insert(claim.grant_id.as_str()))
         .collect();
-    let rows = sqlx::query(pg!(consume_keyed_many))
+    let rows = sqlx::query(batch_statements().consume_keyed_many)
         .bind(sent.iter().map(|c| c.grant_id.as_str()).collect::<Vec<_>>())
         .bind(
             sent.iter()
@@ -85,11 +82,11 @@ pub(super) async fn consume_many(
         Ok(rows) => rows,
         Err(sqlx::Error::Database(err)) => {
             warn!(error = %err, claims = claims.len(), "a batch of keyed claims was refused; each runs alone");
-            return (claims.iter().map(|_| Answer::Alone).collect(), None);
+            return (claims.iter().map(|_| Answer::RunAlone).collect(), None);
         }
         Err(err) => {
             warn!(error = %err, claims = claims.len(), "a batch of keyed claims failed");
-            let lost = claims.iter().map(|_| Answer::Failed(batch::lost()));
+            let lost = claims.iter().map(|_| Answer::Failed(lost()));
             return (lost.collect(), None);
         }
     };
@@ -98,8 +95,7 @@ pub(super) async fn consume_many(
     let mut taken: HashMap<String, (String, Vec<u8>, Taken)> = HashMap::new();
     for row in &rows {
         let read = || -> std::result::Result<_, sqlx::Error> {
-            let grant = grant_from_row(row)?;
-            let sealed = row.try_get("sealed_payload")?;
+            let (grant, sealed) = Sql::<Postgres>::taken_from_row(row)?;
             let client = row.try_get("wanted_client")?;
             let key = row.try_get("wanted_key")?;
             Ok((grant.grant_id.clone(), (client, key, (grant, sealed))))
@@ -117,13 +113,13 @@ pub(super) async fn consume_many(
             {
                 Answer::Done(use_taken)
             }
-            _ => Answer::Alone,
+            _ => Answer::RunAlone,
         })
         .collect();
     (answers, Some(conn))
 }
 
-/// One statement ([`sql::consume_keyed!`]); only when a racing claim with
+/// One statement ([`super::BatchStatements::consume_keyed`]); only when a racing claim with
 /// the same key won does it read the claim that one made.
 pub(super) async fn keyed_claim(
     pool: &PgPool,
@@ -131,43 +127,27 @@ pub(super) async fn keyed_claim(
     client_id: &str,
     key_hash: &[u8; 32],
 ) -> Result<Keyed> {
-    let used = sqlx::query(pg!(consume_keyed))
+    let used = sqlx::query(batch_statements().consume_keyed)
         .bind(grant_id)
         .bind(client_id)
         .bind(&key_hash[..])
         .fetch_optional(pool)
         .await;
     match used {
-        Ok(Some(row)) => Ok(Keyed::Consumed(
-            grant_from_row(&row)?,
-            row.try_get("sealed_payload")?,
-        )),
-        Ok(None) => match prior_claim(pool, grant_id, client_id, key_hash).await? {
+        Ok(Some(row)) => {
+            let (grant, sealed) = Sql::<Postgres>::taken_from_row(&row)?;
+            Ok(Keyed::Consumed(grant, sealed))
+        }
+        Ok(None) => match Sql::prior_claim(pool, grant_id, client_id, key_hash).await? {
             Some(prior) => Ok(prior),
             None => Ok(Keyed::Refused),
         },
         Err(sqlx::Error::Database(err)) if err.is_unique_violation() => {
-            match prior_claim(pool, grant_id, client_id, key_hash).await? {
+            match Sql::prior_claim(pool, grant_id, client_id, key_hash).await? {
                 Some(prior) => Ok(prior),
                 None => Err(StoreError::Internal(sqlx::Error::Database(err))),
             }
         }
         Err(err) => Err(err.into()),
     }
-}
-
-/// The claim `client_id` made on the grant with the key, if it did.
-async fn prior_claim(
-    pool: &PgPool,
-    grant_id: &str,
-    client_id: &str,
-    key_hash: &[u8; 32],
-) -> Result<Option<Keyed>> {
-    let row = sqlx::query(sql::prior_claim!())
-        .bind(grant_id)
-        .bind(client_id)
-        .bind(&key_hash[..])
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.as_ref().map(replayed_from_row).transpose()?)
 }

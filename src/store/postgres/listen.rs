@@ -23,7 +23,7 @@ impl PgStore {
         &self,
         on: &impl Fn(Invalidation),
     ) -> std::result::Result<(), sqlx::Error> {
-        let mut listener = PgListener::connect_with(&self.pool).await?;
+        let mut listener = PgListener::connect_with(&self.sql.pool).await?;
         let channel: String = sqlx::query_scalar(CHANNEL_OF_SCHEMA)
             .fetch_one(&mut listener)
             .await?;

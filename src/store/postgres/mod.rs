@@ -3,35 +3,31 @@
 //! writes and follows it through a failover ([`primary`]).
 
 use std::{
-    sync::{Arc, OnceLock},
+    sync::{Arc, LazyLock, OnceLock},
     time::Duration,
 };
 
 use sqlx::{
-    PgPool, Row,
+    Postgres, Row,
+    migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
-    types::Json,
-};
-
-use super::{
-    Delegation, Grant, Invalidation, Keyed, ListPage, ListQuery, Lookup, Micros, NewGrant, Prior,
-    Result, Revision, RevokeReason, RevokeTarget, Revoked, Rotated, Rotation, Store, StoreError,
-    batch::{self, Answer, Batcher},
-    sql, to_u32,
 };
 use tracing::warn;
 
-use crate::{config::DatabaseConfig, token::TokenHash};
+use super::{
+    Delegation, Dialect, Invalidation, Keyed, ListPage, ListQuery, Lookup, NewGrant, Prior, Result,
+    Revision, RevokeTarget, Revoked, Rotated, Rotation, Sql, SqlStore, Store, StoreError,
+    statements::{Statements, Syntax},
+};
+use crate::{
+    config::DatabaseConfig,
+    grant::{Grant, Micros, RevokeReason},
+    token::TokenHash,
+};
+use batch::{Answer, Batcher, Taken};
 
-/// `tessera_now_us()` is a SQL function from the first migration.
-macro_rules! pg {
-    ($statement:ident $(, $arg:literal)*) => {
-        sql::$statement!("tessera_now_us()" $(, $arg)*)
-    };
-}
-
-mod credentials;
-mod dialect;
+mod batch;
+mod batched;
 mod hosts;
 mod keyed;
 mod listen;
@@ -39,47 +35,74 @@ mod primary;
 mod replica;
 mod retry;
 mod revisions;
+mod statements;
 
-/// The statements each hot RPC runs on success, in order and by name, for
-/// `tessera-bench --print-sql`: bench/compare.py hands them to pgbench.
-pub const HOT_PATH: [(&str, &[(&str, &str)]); 4] = [
-    ("validate", &[("find", pg!(find))]),
-    ("claim", &[("find", pg!(find)), ("consume", pg!(consume))]),
-    (
-        "claim-keyed",
-        &[
-            ("find_keyed", pg!(find_keyed)),
-            ("consume_keyed", pg!(consume_keyed)),
-        ],
-    ),
-    ("mint", &[("insert", pg!(insert))]),
-];
+pub use statements::{BatchStatements, batch_statements};
+
+impl Dialect for Postgres {
+    const SYNTAX: Syntax = Syntax {
+        // A SQL function from the first migration.
+        now: "tessera_now_us()",
+        ids: "SELECT unnest($1::text[])",
+        touched: "unnest($1::text[], $2::bigint[]) AS t(id, at)",
+        least: "LEAST",
+        sweep_lock: " FOR UPDATE SKIP LOCKED",
+    };
+
+    fn migrator() -> &'static Migrator {
+        static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+        &MIGRATOR
+    }
+
+    fn statements() -> &'static Statements {
+        static STATEMENTS: LazyLock<Statements> =
+            LazyLock::new(|| Statements::new(&Postgres::SYNTAX));
+        &STATEMENTS
+    }
+
+    /// Arrays (`text[]`, `bigint[]`).
+    type Texts<'q> = &'q [String];
+    type Times<'q> = &'q [i64];
+
+    fn texts(items: &[String]) -> &[String] {
+        items
+    }
+
+    fn times(items: &[i64]) -> &[i64] {
+        items
+    }
+
+    fn rows_affected(done: &sqlx::postgres::PgQueryResult) -> u64 {
+        done.rows_affected()
+    }
+
+    fn read_texts(row: &PgRow, column: &str) -> sqlx::Result<Vec<String>> {
+        row.try_get(column)
+    }
+}
 
 /// Idle time after which a pooled connection is pinged before use.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(5);
 
-/// Lookup batches running at once (see [`super::batch`]). Fewer slots make
-/// larger batches: at 64 calls in flight two slots carried 1.2 to 1.5
-/// times the Validates of four, for half of PostgreSQL's CPU per call; a
-/// lone call still finds a slot free and waits for nothing.
+/// Lookup batches running at once (see [`batch`]). Fewer slots make larger
+/// batches, for less of PostgreSQL's CPU per call; a lone call still finds
+/// a slot free and waits for nothing. (BENCHMARKS.md has the measurements
+/// behind this number and the next.)
 const LOOKUP_SLOTS: u32 = 2;
 
 /// Write batches (claims, keyed claims, mints) of each kind running at
-/// once: each waits for its commit, so more of them overlap their fsyncs;
-/// two carried fewer mints than four, eight no more than four.
+/// once: each waits for its commit, so more of them overlap their fsyncs.
 const WRITE_SLOTS: u32 = 4;
 
 #[derive(Clone)]
 pub struct PgStore {
-    pool: PgPool,
-    /// One connection of its own for readiness checks, so a pool busy with
-    /// calls does not read as a database that is down.
-    health: PgPool,
+    /// The pool serving calls, and one connection of its own for readiness.
+    sql: Sql<Postgres>,
     /// With several members: whether the one that accepts writes has been
     /// found yet (see [`primary`]).
     primary_found: Option<tokio::sync::watch::Receiver<bool>>,
-    /// Validate's lookups and Mint's inserts, batched (see
-    /// [`super::batch`]); started on first use, on the runtime that serves.
+    /// Validate's lookups, Claim's uses and Mint's inserts, batched (see
+    /// [`batch`]); started on first use, on the runtime that serves.
     batches: Arc<OnceLock<Batches>>,
     /// Lookup and write slots, within the pool.
     batch_slots: (usize, usize),
@@ -89,20 +112,20 @@ pub struct PgStore {
 
 struct Batches {
     lookups: Batcher<TokenHash, Option<Lookup>>,
-    uses: Batcher<String, batch::Taken>,
-    keyed: Batcher<keyed::Claim, keyed::Taken>,
+    uses: Batcher<String, Option<Taken>>,
+    keyed: Batcher<keyed::Claim, Taken>,
     inserts: Batcher<NewGrant, Grant>,
 }
 
 impl PgStore {
-    /// Builds the pools; connections are opened on first use, so a replica
-    /// can start (and report NOT_SERVING) while the database is away.
     /// The pool, for the sign-in rows kept beside the grants
     /// ([`crate::signin::store`]).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    pub fn pool(&self) -> &sqlx::PgPool {
+        self.sql.pool()
     }
 
+    /// Builds the pools; connections are opened on first use, so a replica
+    /// can start (and report NOT_SERVING) while the database is away.
     pub fn connect_lazy(db: &DatabaseConfig) -> anyhow::Result<Self> {
         let members = hosts::parse(&db.url).map_err(anyhow::Error::msg)?;
         let options = members
@@ -162,8 +185,7 @@ impl PgStore {
         }
         Ok(Self {
             replicas: replica::Replicas::start(db, &pool)?,
-            pool,
-            health,
+            sql: Sql { pool, health },
             primary_found,
             batches: Arc::default(),
             batch_slots: (
@@ -177,65 +199,22 @@ impl PgStore {
 impl PgStore {
     fn batches(&self) -> &Batches {
         self.batches.get_or_init(|| {
-            let (pool, (reads, writes)) = (&self.pool, self.batch_slots);
+            let (pool, (reads, writes)) = (&self.sql.pool, self.batch_slots);
             Batches {
-                lookups: Batcher::start(reads, pool.clone(), batch::find),
-                uses: Batcher::start(writes, pool.clone(), batch::consume),
+                lookups: Batcher::start(reads, pool.clone(), batched::find),
+                uses: Batcher::start(writes, pool.clone(), batched::consume),
                 keyed: Batcher::start(writes, pool.clone(), keyed::consume_many),
-                inserts: Batcher::start(writes, pool.clone(), batch::insert),
+                inserts: Batcher::start(writes, pool.clone(), batched::insert),
             }
         })
     }
-}
-
-/// Inserts one grant and returns it as stored.
-pub(super) async fn insert_one<'e>(
-    db: impl sqlx::PgExecutor<'e>,
-    grant: &NewGrant,
-) -> std::result::Result<Grant, sqlx::Error> {
-    dialect::insert(db, grant).await
-}
-
-pub(super) fn grant_from_row(row: &PgRow) -> std::result::Result<Grant, sqlx::Error> {
-    Ok(Grant {
-        grant_id: row.try_get("grant_id")?,
-        token_hint: row.try_get("token_hint")?,
-        subject: row.try_get("subject")?,
-        audience: row.try_get("audience")?,
-        run_id: row.try_get("run_id")?,
-        scopes: row.try_get("scopes")?,
-        labels: row.try_get::<Json<_>, _>("labels")?.0,
-        max_uses: to_u32(row.try_get("max_uses")?),
-        use_count: to_u32(row.try_get("use_count")?),
-        issued_by: row.try_get("issued_by")?,
-        issued_at: row.try_get("issued_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoke_reason: RevokeReason::from_code(row.try_get::<i16, _>("revoke_reason")?.into()),
-        last_used_at: row.try_get("last_used_at")?,
-        revoke_run_on_replay: row.try_get("revoke_run_on_replay")?,
-        parent_grant_id: row.try_get("parent_grant_id")?,
-        depth: to_u32(row.try_get("depth")?),
-        rotated_from: row.try_get("rotated_from")?,
-        rotated_to: row.try_get("rotated_to")?,
-        payload_credential: super::CredentialRef::from_columns(
-            row.try_get("credential_bearer_id")?,
-            row.try_get("credential_name")?,
-        ),
-    })
 }
 
 impl PgStore {
     /// The migrations this binary carries that the database has not applied.
     pub async fn unapplied_migrations(&self) -> anyhow::Result<Vec<i64>> {
         self.primary_found().await;
-        let migrator = sqlx::migrate!("migrations/postgres");
-        let applied: Vec<i64> =
-            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
-                .fetch_all(&self.pool)
-                .await
-                .unwrap_or_default();
-        Ok(super::unapplied(&migrator, &applied))
+        self.sql.unapplied_migrations().await
     }
 }
 
@@ -246,19 +225,24 @@ impl PgStore {
     /// own connection then fails with the reason.
     async fn primary_found(&self) {
         if let Some(mut found) = self.primary_found.clone() {
-            let wait = self.pool.options().get_acquire_timeout();
+            let wait = self.sql.pool.options().get_acquire_timeout();
             let _ = tokio::time::timeout(wait, found.wait_for(|found| *found)).await;
         }
+    }
+}
+
+impl SqlStore for PgStore {
+    type Db = Postgres;
+
+    fn sql(&self) -> &Sql<Postgres> {
+        &self.sql
     }
 }
 
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
         self.primary_found().await;
-        sqlx::migrate!("migrations/postgres")
-            .run(&self.pool)
-            .await?;
-        Ok(())
+        self.sql.migrate().await
     }
 
     async fn insert(&self, grant: &NewGrant) -> Result<Grant> {
@@ -266,7 +250,7 @@ impl Store for PgStore {
             Answer::Done(grant) => Ok(grant),
             Answer::Failed(err) => Err(err.into()),
             // Only if the batcher is gone (shutting down).
-            Answer::Alone => Ok(insert_one(&self.pool, grant).await?),
+            Answer::RunAlone => self.sql.insert(grant).await,
         }
     }
 
@@ -274,10 +258,10 @@ impl Store for PgStore {
         match self.batches().lookups.submit(*hash).await {
             Answer::Done(found) => return Ok(found),
             Answer::Failed(err) => return Err(err.into()),
-            Answer::Alone => {}
+            Answer::RunAlone => {}
         }
         // The batch failed: alone, with the retry and the error of its own.
-        dialect::find(&self.pool, hash).await
+        Ok(retry::read(|| Sql::find(&self.sql.pool, hash)).await?)
     }
 
     async fn find_replica(&self, hash: &TokenHash) -> Result<(Option<Lookup>, Duration)> {
@@ -298,20 +282,20 @@ impl Store for PgStore {
         client_id: &str,
         key_hash: &[u8; 32],
     ) -> Result<Option<(Lookup, Option<Prior>)>> {
-        dialect::find_keyed(&self.pool, hash, client_id, key_hash).await
+        Ok(retry::read(|| Sql::find_keyed(&self.sql.pool, hash, client_id, key_hash)).await?)
     }
 
     async fn touch(&self, touches: &[(String, Micros)]) -> Result<()> {
-        dialect::touch(&self.pool, touches).await
+        self.sql.touch(touches).await
     }
 
-    async fn consume(&self, grant_id: &str) -> Result<Option<(Grant, Vec<u8>)>> {
+    async fn consume(&self, grant_id: &str) -> Result<Option<Taken>> {
         match self.batches().uses.submit(grant_id.to_owned()).await {
             Answer::Done(taken) => return Ok(taken),
             Answer::Failed(err) => return Err(err.into()),
-            Answer::Alone => {}
+            Answer::RunAlone => {}
         }
-        dialect::consume(&self.pool, grant_id).await
+        self.sql.consume(grant_id).await
     }
 
     async fn consume_keyed(
@@ -340,31 +324,31 @@ impl Store for PgStore {
         issued_by: Option<&str>,
         reason: RevokeReason,
     ) -> Result<Revoked> {
-        dialect::revoke(&self.pool, target, issued_by, reason).await
+        self.sql.revoke(target, issued_by, reason).await
     }
 
     async fn payload(&self, grant_id: &str) -> Result<Option<Vec<u8>>> {
-        dialect::payload(&self.pool, grant_id).await
+        self.sql.payload(grant_id).await
     }
 
     async fn rotate(&self, rotation: &Rotation) -> Result<Option<Rotated>> {
-        dialect::rotate(&self.pool, rotation).await
+        self.sql.rotate(rotation).await
     }
 
     async fn delegate(&self, child: &Delegation) -> Result<Option<Grant>> {
-        dialect::delegate(&self.pool, child).await
+        self.sql.delegate(child).await
     }
 
     async fn count_replay(&self, grant_id: &str) -> Result<Option<u64>> {
-        dialect::count_replay(&self.pool, grant_id).await
+        self.sql.count_replay(grant_id).await
     }
 
     async fn get(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
-        dialect::get(&self.pool, grant_id, issued_by).await
+        self.sql.get(grant_id, issued_by).await
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage> {
-        dialect::list(&self.pool, query).await
+        self.sql.list(query).await
     }
 
     async fn get_recent(&self, grant_id: &str, issued_by: Option<&str>) -> Result<Option<Grant>> {
@@ -376,19 +360,19 @@ impl Store for PgStore {
     }
 
     async fn sweep(&self, retention: Duration, batch: u32) -> Result<u64> {
-        dialect::sweep(&self.pool, retention, batch).await
+        self.sql.sweep(retention, batch).await
     }
 
     async fn ping(&self) -> Result<()> {
-        dialect::ping(&self.health).await
+        self.sql.ping().await
     }
 
     async fn count_live(&self) -> Result<u64> {
-        dialect::count_live(&self.pool).await
+        self.sql.count_live().await
     }
 
     fn pool_probe(&self) -> crate::metrics::PoolProbe {
-        dialect::pool_probe(&self.pool)
+        self.sql.pool_probe()
     }
 
     async fn listen(&self, on: impl Fn(Invalidation) + Send + Sync + 'static) {
@@ -403,8 +387,6 @@ impl Store for PgStore {
     }
 
     async fn close(&self) {
-        dialect::close(&self.pool, &self.health).await;
+        self.sql.close().await;
     }
 }
-
-sql::row_readers!(PgRow);

@@ -34,7 +34,8 @@ use sqlx::{
 };
 use tracing::{debug, info, warn};
 
-use super::{PgStore, dialect, hosts, lookup_from_row, primary::describe};
+use super::{PgStore, hosts, primary::describe};
+use crate::store::{Dialect, Sql};
 use crate::{
     config::DatabaseConfig,
     store::{Grant, ListPage, ListQuery, Lookup, Result as StoreResult, Revision, Store},
@@ -50,7 +51,7 @@ impl PgStore {
     ) -> StoreResult<(Option<Lookup>, Duration)> {
         if let Some(replicas) = &self.replicas
             && let Some(found) = replicas
-                .read(|db| async move { dialect::find(&db, hash).await })
+                .read(|db| async move { Sql::find(&db, hash).await })
                 .await
         {
             return Ok(found);
@@ -75,7 +76,7 @@ impl PgStore {
     /// so at least as fresh as any write.
     pub(super) async fn revision_now(&self) -> StoreResult<Option<Revision>> {
         match &self.replicas {
-            Some(replicas) => Ok(Some(replicas.revisions.after_write(&self.pool).await?)),
+            Some(replicas) => Ok(Some(replicas.revisions.after_write(&self.sql.pool).await?)),
             None => Ok(None),
         }
     }
@@ -87,7 +88,7 @@ impl PgStore {
     ) -> StoreResult<Option<Grant>> {
         if let Some(replicas) = &self.replicas
             && let Some((found, _)) = replicas
-                .read(|db| async move { dialect::get(&db, grant_id, issued_by).await })
+                .read(|db| async move { Sql::get(&db, grant_id, issued_by).await })
                 .await
         {
             return Ok(found);
@@ -98,7 +99,7 @@ impl PgStore {
     pub(super) async fn list_on_standby(&self, query: &ListQuery) -> StoreResult<ListPage> {
         if let Some(replicas) = &self.replicas
             && let Some((page, _)) = replicas
-                .read(|db| async move { dialect::list(&db, query).await })
+                .read(|db| async move { Sql::list(&db, query).await })
                 .await
         {
             return Ok(page);
@@ -329,11 +330,15 @@ impl Replicas {
             if past != Some(true) {
                 return Ok(None);
             }
-            let row = sqlx::query(crate::store::sql::find!("tessera_now_us()"))
+            let row = sqlx::query(sqlx::Postgres::statements().find)
                 .bind(&hash.0[..])
                 .fetch_optional(&mut *conn)
                 .await?;
-            Ok::<_, sqlx::Error>(Some(row.as_ref().map(lookup_from_row).transpose()?))
+            Ok::<_, sqlx::Error>(Some(
+                row.as_ref()
+                    .map(Sql::<sqlx::Postgres>::lookup_from_row)
+                    .transpose()?,
+            ))
         };
         match tokio::time::timeout(STANDBY_TIMEOUT, read).await {
             Ok(Ok(found)) => found,

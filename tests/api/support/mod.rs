@@ -13,6 +13,7 @@ mod db;
 mod faults;
 pub mod http;
 mod process;
+mod stores;
 pub mod text_log;
 pub mod tls;
 
@@ -22,6 +23,7 @@ pub use app::*;
 pub use db::*;
 pub use faults::*;
 pub use process::*;
+pub use stores::*;
 
 /// How long a test waits for an event before calling it lost: far beyond
 /// any plausible delay, even with every core of a shared machine busy. A
@@ -65,4 +67,9 @@ pub async fn metric(app: &TestApp, prefix: &str) -> u64 {
 pub async fn pool_settles(app: &TestApp, what: &str) {
     const IN_USE: &str = r#"tessera_db_pool_connections{state="in_use"} "#;
     eventually(what, async || metric(app, IN_USE).await <= 1).await;
+}
+
+/// Runs `test` with `backend` (see `both_backends!`).
+pub async fn on_backend<F: AsyncFnOnce(Backend)>(backend: Backend, test: F) {
+    test(backend).await
 }

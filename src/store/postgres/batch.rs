@@ -1,5 +1,7 @@
-//! Calls to PostgreSQL, batched: Validate's lookups, Claim's uses and
-//! Mint's inserts (keyed claims: `postgres/keyed.rs`, on the same batcher).
+//! Calls to PostgreSQL, batched: how a batch forms and runs. What each
+//! batch runs is in [`super::batched`] (Validate's lookups, Claim's uses,
+//! Mint's inserts) and [`super::keyed`] (keyed claims), its SQL in
+//! [`super::statements`].
 //!
 //! Every statement costs PostgreSQL a whole round of bind, execute and
 //! reply, every write a commit and its fsync, and this server a pooled
@@ -17,23 +19,20 @@
 //! as a lone insert's would be.
 
 use std::{
-    collections::HashMap,
     future::Future,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use sqlx::{PgPool, Postgres, Row, pool::PoolConnection, postgres::PgRow, types::Json};
+use sqlx::{PgPool, Postgres, pool::PoolConnection};
 use tokio::sync::{
     Semaphore,
     mpsc::{self, error::TryRecvError},
     oneshot,
 };
 use tokio::time::timeout;
-use tracing::warn;
 
-use super::{Grant, Lookup, NewGrant, micros, sql};
-use crate::token::TokenHash;
+use crate::grant::Grant;
 
 /// Most calls in one statement.
 const MAX_BATCH: usize = 256;
@@ -44,8 +43,8 @@ pub(super) enum Answer<R> {
     /// The call's answer is this error (for a batch of several: no
     /// connection in time, or the pool is closed).
     Failed(sqlx::Error),
-    /// Anything else went wrong: run alone.
-    Alone,
+    /// Anything else went wrong: the caller runs its call alone.
+    RunAlone,
 }
 
 type Queue<T, R> = mpsc::UnboundedSender<(T, oneshot::Sender<Answer<R>>)>;
@@ -75,7 +74,7 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
         let (queue, mut waiting) = mpsc::unbounded_channel::<(T, oneshot::Sender<Answer<R>>)>();
         let slots = Arc::new(Semaphore::new(slots));
         let run = Arc::new(run);
-        let kept = Arc::new(Kept::new(pool));
+        let kept = Arc::new(WarmConnections::new(pool));
         tokio::spawn(async move {
             loop {
                 let first = match waiting.try_recv() {
@@ -136,9 +135,9 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
     pub(super) async fn submit(&self, item: T) -> Answer<R> {
         let (reply, answer) = oneshot::channel();
         if self.queue.send((item, reply)).is_err() {
-            return Answer::Alone;
+            return Answer::RunAlone;
         }
-        answer.await.unwrap_or(Answer::Alone)
+        answer.await.unwrap_or(Answer::RunAlone)
     }
 }
 
@@ -149,19 +148,19 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
 /// of PostgreSQL's. A batch leaves its connection to the next; once no
 /// call has come for [`KEEP_WHILE_CALLED`], every kept connection goes
 /// back to the pool, and batches still running hand theirs back too.
-struct Kept {
+struct WarmConnections {
     pool: PgPool,
-    state: Mutex<KeptState>,
+    state: Mutex<WarmState>,
 }
 
 #[derive(Default)]
-struct KeptState {
+struct WarmState {
     conns: Vec<Conn>,
     /// No call came for a while: keep nothing.
     idle: bool,
 }
 
-impl Kept {
+impl WarmConnections {
     fn new(pool: PgPool) -> Self {
         Self {
             pool,
@@ -196,7 +195,7 @@ impl Kept {
         drop(released);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, KeptState> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, WarmState> {
         // Nothing panics while holding it; a poisoned one is still sound.
         self.state
             .lock()
@@ -205,189 +204,20 @@ impl Kept {
 }
 
 /// The same answer for every call of a failed batch.
-fn failed<R>(err: &sqlx::Error, n: usize) -> Vec<Answer<R>> {
+pub(super) fn failed<R>(err: &sqlx::Error, n: usize) -> Vec<Answer<R>> {
     (0..n)
         .map(|_| match err {
             sqlx::Error::PoolTimedOut => Answer::Failed(sqlx::Error::PoolTimedOut),
             sqlx::Error::PoolClosed => Answer::Failed(sqlx::Error::PoolClosed),
-            _ => Answer::Alone,
+            _ => Answer::RunAlone,
         })
         .collect()
 }
 
-/// Looks up many token hashes in one statement. A lone call runs the plain
-/// lookup: the cheapest plan there is.
-pub(super) async fn find(
-    mut conn: Conn,
-    hashes: Vec<TokenHash>,
-) -> (Vec<Answer<Option<Lookup>>>, Option<Conn>) {
-    let keys: Vec<&[u8]> = hashes.iter().map(|hash| &hash.0[..]).collect();
-    let statement = match keys.len() {
-        1 => sqlx::query(sql::find!("tessera_now_us()")).bind(keys[0]),
-        _ => sqlx::query(sql::find_many!("tessera_now_us()")).bind(keys.clone()),
-    };
-    let rows = match statement.fetch_all(&mut *conn).await {
-        Ok(rows) => rows,
-        Err(err) => return (failed(&err, hashes.len()), None),
-    };
-    let found = rows
-        .iter()
-        .map(|row| {
-            let hash = match keys.len() {
-                1 => keys[0].to_vec(),
-                _ => row.try_get("token_hash").ok()?,
-            };
-            Some((hash, super::postgres::lookup_from_row(row).ok()?))
-        })
-        .collect::<Option<HashMap<Vec<u8>, Lookup>>>();
-    let Some(found) = found else {
-        return (failed(&sqlx::Error::RowNotFound, hashes.len()), Some(conn));
-    };
-    let answers = keys
-        .iter()
-        .map(|key| Answer::Done(found.get(*key).cloned()))
-        .collect();
-    (answers, Some(conn))
-}
-
 /// A use taken: the grant after it, and its sealed payload.
-pub(super) type Taken = Option<(Grant, Vec<u8>)>;
-
-/// Takes one use of each grant in one statement, one commit. Only grants
-/// the statement updated are answered here; every other call runs alone,
-/// after it, and gets its answer from the plain compare-and-set: a grant
-/// with no use left, a row another transaction held (skipped rather than
-/// waited for), and the second claim of a grant named twice (one `UPDATE`
-/// touches a row once). A statement the database refused (a timeout)
-/// rolled back, so its calls run alone too; a broken connection may have
-/// committed, so its calls are UNAVAILABLE and nothing is run again.
-pub(super) async fn consume(
-    mut conn: Conn,
-    ids: Vec<String>,
-) -> (Vec<Answer<Taken>>, Option<Conn>) {
-    let mut distinct: Vec<&str> = Vec::with_capacity(ids.len());
-    for id in &ids {
-        if !distinct.contains(&id.as_str()) {
-            distinct.push(id);
-        }
-    }
-    let rows = sqlx::query(sql::consume_many!("tessera_now_us()"))
-        .bind(distinct)
-        .fetch_all(&mut *conn)
-        .await;
-    let rows = match rows {
-        Ok(rows) => rows,
-        Err(sqlx::Error::Database(err)) => {
-            warn!(error = %err, claims = ids.len(), "a batch of claims was refused; each runs alone");
-            return (ids.iter().map(|_| Answer::Alone).collect(), None);
-        }
-        Err(err) => {
-            warn!(error = %err, claims = ids.len(), "a batch of claims failed");
-            return (ids.iter().map(|_| Answer::Failed(lost())).collect(), None);
-        }
-    };
-    let mut taken: HashMap<String, (Grant, Vec<u8>)> = HashMap::new();
-    for row in &rows {
-        let grant = super::postgres::grant_from_row(row);
-        let sealed = row.try_get::<Vec<u8>, _>("sealed_payload");
-        if let (Ok(grant), Ok(sealed)) = (grant, sealed) {
-            taken.insert(grant.grant_id.clone(), (grant, sealed));
-        }
-    }
-    let answers = ids
-        .iter()
-        .map(|id| match taken.remove(id.as_str()) {
-            Some(use_taken) => Answer::Done(Some(use_taken)),
-            None => Answer::Alone,
-        })
-        .collect();
-    (answers, Some(conn))
-}
+pub(super) type Taken = (Grant, Vec<u8>);
 
 /// The error of a write whose batch may or may not have committed.
 pub(super) fn lost() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::other("a batch write failed"))
-}
-
-/// One grant of a batch insert, as `jsonb_to_recordset` reads it.
-#[derive(serde::Serialize)]
-struct Record<'a> {
-    grant_id: &'a str,
-    token_hash: String,
-    token_hint: &'a str,
-    subject: &'a str,
-    audience: &'a [String],
-    run_id: &'a str,
-    scopes: &'a [String],
-    labels: &'a std::collections::BTreeMap<String, String>,
-    sealed_payload: String,
-    max_uses: i64,
-    issued_by: &'a str,
-    revoke_run_on_replay: bool,
-    credential_bearer_id: Option<&'a str>,
-    credential_name: Option<&'a str>,
-    ttl: i64,
-}
-
-/// Inserts many grants in one statement, one commit. A lone call runs the
-/// plain insert (in its slot, so that calls arriving meanwhile batch up).
-pub(super) async fn insert(
-    mut conn: Conn,
-    grants: Vec<NewGrant>,
-) -> (Vec<Answer<Grant>>, Option<Conn>) {
-    if grants.len() == 1 {
-        return match super::postgres::insert_one(&mut *conn, &grants[0]).await {
-            Ok(grant) => (vec![Answer::Done(grant)], Some(conn)),
-            Err(err) => (vec![Answer::Failed(err)], None),
-        };
-    }
-    let rows: Vec<Record<'_>> = grants
-        .iter()
-        .map(|g| Record {
-            grant_id: &g.grant_id,
-            token_hash: hex::encode(g.token_hash.0),
-            token_hint: &g.token_hint,
-            subject: &g.subject,
-            audience: &g.audience,
-            run_id: &g.run_id,
-            scopes: &g.scopes,
-            labels: &g.labels,
-            sealed_payload: hex::encode(&g.sealed_payload),
-            max_uses: i64::from(g.max_uses),
-            issued_by: &g.issued_by,
-            revoke_run_on_replay: g.revoke_run_on_replay,
-            credential_bearer_id: g.payload_credential.as_ref().map(|c| c.bearer_id.as_str()),
-            credential_name: g.payload_credential.as_ref().map(|c| c.name.as_str()),
-            ttl: micros(g.ttl),
-        })
-        .collect();
-    let inserted = sqlx::query(sql::insert_many!("tessera_now_us()"))
-        .bind(Json(&rows))
-        .fetch_all(&mut *conn)
-        .await;
-    let inserted: Vec<PgRow> = match inserted {
-        Ok(rows) => rows,
-        Err(err) => {
-            warn!(error = %err, mints = grants.len(), "a batch of mints failed");
-            return ((0..grants.len()).map(|_| unwritten()).collect(), None);
-        }
-    };
-    let mut by_id: HashMap<String, Grant> = inserted
-        .iter()
-        .filter_map(|row| super::postgres::grant_from_row(row).ok())
-        .map(|grant| (grant.grant_id.clone(), grant))
-        .collect();
-    let answers = grants
-        .iter()
-        .map(|g| match by_id.remove(&g.grant_id) {
-            Some(grant) => Answer::Done(grant),
-            None => unwritten(),
-        })
-        .collect();
-    (answers, Some(conn))
-}
-
-/// A mint whose batch failed, or whose row did not come back.
-fn unwritten() -> Answer<Grant> {
-    Answer::Failed(lost())
 }
