@@ -44,11 +44,16 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// The live targets, then the descendants of every target, live or
-    /// not, in one transaction: a delegation racing the revoke either
-    /// commits first (and its child is found by the last statement, which
-    /// sees it) or waits on the parent's row lock and then finds the parent
-    /// revoked. The write comes first, so SQLite's transaction holds the
-    /// write lock from its first statement.
+    /// not, in one transaction. A delegation racing the revoke either
+    /// waits on its parent's row lock and then finds the parent revoked,
+    /// or holds that lock first and commits while the cascade waits for
+    /// it; its child is then missing from the cascade's snapshot
+    /// (PostgreSQL's READ COMMITTED reads the rows a statement began
+    /// with). So the cascade repeats until the family, read afresh after
+    /// it, has not grown: every delegation that got a parent's lock first
+    /// had committed by then. The write comes first, so SQLite's
+    /// transaction holds the write lock from its first statement (its
+    /// family never grows: one more read).
     pub async fn revoke(
         pool: &Pool<DB>,
         target: &RevokeTarget,
@@ -73,7 +78,16 @@ where
             .bind(issued_by)
             .fetch_all(&mut *tx)
             .await?;
-        let descendants = Self::descendants(&mut tx, &all, reason, 0).await?;
+        let mut family = Self::family(&mut tx, &all).await?;
+        let mut descendants = Vec::new();
+        loop {
+            descendants.extend(Self::descendants(&mut tx, &all, reason, 0).await?);
+            let now = Self::family(&mut tx, &all).await?;
+            if now == family {
+                break;
+            }
+            family = now;
+        }
         tx.commit().await?;
         Ok(Revoked {
             count: (revoked.len() + descendants.len()) as u64,
@@ -92,6 +106,21 @@ where
                 query.bind(id.as_str())
             }
         }
+    }
+
+    /// The ids the cascade from `ids` walks, in order (see
+    /// [`Statements::family`]).
+    async fn family(
+        tx: &mut Transaction<'static, DB>,
+        ids: &[String],
+    ) -> sqlx::Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        sqlx::query_scalar(DB::statements().family)
+            .bind(DB::texts(ids))
+            .fetch_all(&mut **tx)
+            .await
     }
 
     /// Revokes the live descendants of `ids` (see

@@ -131,6 +131,10 @@ pub struct Statements {
     /// earlier is kept: a cascade never lengthens a life. Returns their
     /// hashes.
     pub revoke_descendants: &'static str,
+    /// The ids [`Self::revoke_descendants`] walks, of every state, read
+    /// afresh: a revoke repeats its cascade until this stops changing (see
+    /// `Sql::revoke`).
+    pub family: &'static str,
     /// Marks grant `$1` rotated into `$2`: revoked (reason `$4`) from now +
     /// `$3`. Only a live grant not rotated before, and only `$5`'s (NULL =
     /// any).
@@ -170,6 +174,13 @@ impl Statements {
         } = *syntax;
         let live = live(now);
         let c = GRANT_COLUMNS;
+        let family = format!(
+            "WITH RECURSIVE chain(id) AS ({ids} UNION SELECT g.rotated_from FROM grants g \
+             JOIN chain ON g.grant_id = chain.id WHERE g.rotated_from IS NOT NULL), \
+             tree(id) AS (SELECT grant_id FROM grants WHERE parent_grant_id IN \
+             (SELECT id FROM chain) \
+             UNION SELECT g.grant_id FROM grants g JOIN tree ON g.parent_grant_id = tree.id)"
+        );
         Self {
             insert: leak(format!(
                 "{INSERT_INTO} VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, \
@@ -228,15 +239,13 @@ impl Statements {
                 )
             }),
             revoke_descendants: leak(format!(
-                "WITH RECURSIVE chain(id) AS ({ids} UNION SELECT g.rotated_from FROM grants g \
-                 JOIN chain ON g.grant_id = chain.id WHERE g.rotated_from IS NOT NULL), \
-                 tree(id) AS (SELECT grant_id FROM grants WHERE parent_grant_id IN \
-                 (SELECT id FROM chain) \
-                 UNION SELECT g.grant_id FROM grants g JOIN tree ON g.parent_grant_id = tree.id) \
-                 UPDATE grants SET revoked_at = {now} + $3, revoke_reason = $2 \
+                "{family} UPDATE grants SET revoked_at = {now} + $3, revoke_reason = $2 \
                  WHERE grant_id IN (SELECT id FROM tree UNION SELECT id FROM chain) \
                  AND (revoked_at IS NULL OR revoked_at > {now} + $3) AND expires_at > {now} \
                  AND (max_uses = 0 OR use_count < max_uses) RETURNING token_hash"
+            )),
+            family: leak(format!(
+                "{family} SELECT id FROM tree UNION SELECT id FROM chain ORDER BY 1"
             )),
             rotate_out: leak(format!(
                 "UPDATE grants SET rotated_to = $2, revoked_at = {now} + $3, revoke_reason = $4 \

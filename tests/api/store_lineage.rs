@@ -192,3 +192,77 @@ async fn delegate_takes_its_uses_from_a_live_parent(store: AnyStore) {
         "parent not live"
     );
 }
+
+/// A delegation that holds its parent's row lock when a revoke's cascade
+/// reaches that parent commits its child while the cascade waits; the
+/// child is not in the rows the cascade's statement began with, and must
+/// be revoked all the same. (SQLite has one writer: no such interleaving.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_child_committed_while_the_cascade_waits_is_revoked() {
+    with_store(crate::support::Backend::Postgres, |store| async move {
+        let AnyStore::Pg(pg) = &store else {
+            unreachable!()
+        };
+        let (_, root) = new_grant(10);
+        store.insert(&root).await.unwrap();
+        let (_, child) = delegation(&root.grant_id, 2, HOUR);
+        store.delegate(&child).await.unwrap().unwrap();
+
+        // A delegation from the child, half done: the child locked (as
+        // escrow locks it), the grandchild inserted, not yet committed.
+        let pool = pg.pool().clone();
+        let mut delegating = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM grants WHERE grant_id = $1 FOR UPDATE")
+            .bind(&child.grant_id)
+            .execute(&mut *delegating)
+            .await
+            .unwrap();
+        let grandchild = grant_id();
+        sqlx::query(
+            "INSERT INTO grants (grant_id, token_hash, token_hint, subject, audience, run_id, \
+             scopes, labels, sealed_payload, max_uses, issued_by, revoke_run_on_replay, \
+             issued_at, expires_at, parent_grant_id, depth) \
+             SELECT $1, $2, token_hint, subject, audience, run_id, scopes, labels, \
+             sealed_payload, 1, issued_by, revoke_run_on_replay, issued_at, expires_at, \
+             grant_id, depth + 1 FROM grants WHERE grant_id = $3",
+        )
+        .bind(&grandchild)
+        .bind(&Token::generate().hash().0[..])
+        .bind(&child.grant_id)
+        .execute(&mut *delegating)
+        .await
+        .unwrap();
+
+        let revoking = {
+            let store = store.clone();
+            let target = RevokeTarget::GrantId(root.grant_id.clone());
+            tokio::spawn(async move {
+                store
+                    .revoke(&target, None, RevokeReason::Manual)
+                    .await
+                    .unwrap()
+            })
+        };
+        // The cascade waits on the child's lock.
+        crate::support::eventually("the revoke waits on the child's row lock", async || {
+            let waiting: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+            waiting > 0
+        })
+        .await;
+        delegating.commit().await.unwrap();
+        let revoked = revoking.await.unwrap();
+        assert_eq!(revoked.count, 3, "root, child and grandchild");
+        let alive: Option<bool> =
+            sqlx::query_scalar("SELECT revoked_at IS NULL FROM grants WHERE grant_id = $1")
+                .bind(&grandchild)
+                .fetch_optional(&pool)
+                .await
+                .unwrap();
+        assert_eq!(alive, Some(false), "the grandchild outlived the revocation");
+    })
+    .await;
+}
