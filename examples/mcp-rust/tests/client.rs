@@ -84,6 +84,8 @@ async fn assert_refused_401(resource: &str, minted: &Minted) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmcp_client_against_the_example_behind_tessera() {
+    // See the dev-dependency on rustls: already installed is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let server = support::Server::start();
     let tessera = server.client().await;
     let resource = serve_example(tessera.clone()).await;
